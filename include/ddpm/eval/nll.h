@@ -1,0 +1,35 @@
+// Negative log-likelihood (bits/dim) of a data set under a model: the full variational bound per example,
+// averaged, with its standard error and the mean of every term.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "ddpm/likelihood.h"
+
+namespace ddpm {
+
+struct NllOptions {
+  int64_t batch = 1000;
+  bool clip_denoised = false;
+  Decoder decoder = Decoder::discrete;
+  uint64_t seed = 0;
+  ProgressFn progress;  ///< (done, total) in units of one timestep of one batch
+};
+
+struct NllSummary {
+  double bits_per_dim = 0;      ///< mean over examples of the whole bound
+  double stderr_ = 0;           ///< standard error of that mean
+  int64_t count = 0;
+  double prior_bpd = 0;         ///< mean L_T
+  std::vector<double> terms;    ///< mean VLB term of each step (index 0 is L_0), bits/dim
+  std::vector<double> x0_mse;   ///< mean x̂0 error per step
+  at::Tensor per_example;       ///< [N] totals
+};
+
+/// Evaluates the bound over x [N, ...] (labels [N] or undefined), in batches.
+NllSummary evaluate_nll(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x,
+                        const at::Tensor& labels, const NllOptions& options);
+
+}  // namespace ddpm

@@ -1,0 +1,49 @@
+// Bayes-optimal denoisers for data of known density (SPEC §9). They stand anywhere a trained network is
+// accepted, so samplers, losses and likelihoods can be checked with no training at all.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "ddpm/diffusion.h"
+
+namespace ddpm {
+
+/// Σ_k π_k N(μ_k, s_k² I) in D dimensions.
+struct GaussianMixture {
+  std::vector<double> weights;             ///< [K], normalised on use
+  std::vector<std::vector<double>> means;  ///< [K][D]
+  std::vector<double> stds;                ///< [K]
+  int64_t num_components() const { return static_cast<int64_t>(weights.size()); }
+  int64_t dim() const { return means.empty() ? 0 : static_cast<int64_t>(means[0].size()); }
+  /// Throws InvalidArgument if sizes disagree, a weight is negative or a std is not positive.
+  void validate() const;
+  /// N(mean·1, std² I) in `dim` dimensions.
+  static GaussianMixture gaussian(double mean, double std, int64_t dim);
+};
+
+/// The exact denoiser of a Gaussian mixture under the diffusion whose ᾱ (of the *original*, unrespaced schedule)
+/// is given. Output is E[ε | x_t], E[x0 | x_t] or E[v | x_t] according to `mean_type` (prev_x is not offered:
+/// it depends on the respacing). With labels y in 0..K-1 it is the exact denoiser of component y alone (a class
+/// conditional model); label K (the null label) or no labels give the whole mixture.
+class ExactMixtureDenoiser {
+ public:
+  ExactMixtureDenoiser(GaussianMixture mixture, std::vector<double> alphas_cumprod, MeanType mean_type = MeanType::eps);
+
+  /// E[x0 | x_t] (SPEC §9), computed in double.
+  at::Tensor posterior_mean(const at::Tensor& xt, const at::Tensor& t, const at::Tensor& y) const;
+  at::Tensor operator()(const at::Tensor& xt, const at::Tensor& t, const at::Tensor& y) const;
+  Denoiser as_denoiser() const;
+  const GaussianMixture& mixture() const { return mixture_; }
+  int64_t null_label() const { return mixture_.num_components(); }
+
+ private:
+  GaussianMixture mixture_;
+  std::vector<double> alphas_cumprod_;
+  MeanType mean_type_;
+  at::Tensor log_weights_, means_, vars_;  // [K], [K, D], [K] in double
+};
+
+}  // namespace ddpm

@@ -1,0 +1,33 @@
+// What every trainable denoising network offers: a forward pass (x_t, t, y) → output and a JSON description that
+// rebuilds it. Networks know nothing of schedules; the diffusion interprets their output.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "ddpm/diffusion.h"
+
+namespace ddpm {
+
+class Network : public torch::nn::Module {
+ public:
+  /// t: original timestep indices [B] (int64); y: class labels [B] (int64) or undefined (= the null label).
+  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) = 0;
+  /// {"type": ..., and every option}: make_network(config()) builds the same architecture.
+  virtual nlohmann::json config() const = 0;
+  /// 0 when unconditional; otherwise labels 0..num_classes-1 and num_classes is the null label.
+  virtual int64_t num_classes() const = 0;
+  /// Shape of one data item, e.g. {2} for 2-D points.
+  virtual std::vector<int64_t> item_shape() const = 0;
+  int64_t num_parameters() const;
+};
+
+/// Builds a network from its config(); throws InvalidArgument for an unknown type or bad option.
+std::shared_ptr<Network> make_network(const nlohmann::json& config);
+
+/// The network as a Denoiser callback (evaluated as it is: call eval() first for sampling).
+Denoiser as_denoiser(std::shared_ptr<Network> net);
+
+}  // namespace ddpm

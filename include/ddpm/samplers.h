@@ -1,0 +1,38 @@
+// Samplers (SPEC §4). Each sees the network only through a Denoiser callback and reports progress through a
+// callback; none of them names a network or prints.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "ddpm/diffusion.h"
+#include "ddpm/likelihood.h"
+
+namespace ddpm {
+
+struct SampleOptions {
+  bool clip_denoised = false;  ///< clip x̂0 to [-1, 1] at every step (images)
+  at::Tensor y;                ///< class labels [B] (int64), or undefined for unconditional sampling
+  ProgressFn progress;         ///< called after every step with (done, total)
+};
+
+/// DDPM ancestral sampling (Algorithm 2) over every step of `diffusion` (respaced or not), from x_T.
+/// The last step adds no noise. Noise comes from `gen` (a CPU generator), so results do not depend on device.
+at::Tensor ddpm_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
+                       at::Generator gen, const SampleOptions& opts = {});
+
+/// DDIM (DDIM eq. 12) with stochasticity η ≥ 0 over the steps of `diffusion` (typically respaced):
+/// x_prev = √ᾱ_prev x̂0 + √(1-ᾱ_prev-σ²) ε̂ + σ z, σ = η √((1-ᾱ_prev)/(1-ᾱ)) √(1-ᾱ/ᾱ_prev).
+at::Tensor ddim_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T, double eta,
+                       at::Generator gen, const SampleOptions& opts = {});
+
+/// Deterministic DDIM inversion x0 → x_T: the η = 0 update run forwards, with ε̂ evaluated at the current
+/// point and the next step's timestep (the first step has no timestep of its own).
+at::Tensor ddim_invert(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x0,
+                       const SampleOptions& opts = {});
+
+/// Classifier-free guidance (Ho & Salimans 2022, the seeds' form): ε̄ = (1 + w) ε(x, t, y) - w ε(x, t, ∅), where ∅
+/// is `null_label`. Conditional and unconditional calls share one batch. With a learned variance only the
+/// mean half of the output is guided; the variance is the conditional one. w = 0 is plain conditional sampling.
+Denoiser classifier_free_guidance(Denoiser model, double w, int64_t null_label, bool learned_variance);
+
+}  // namespace ddpm

@@ -1,0 +1,78 @@
+// The training loop (Algorithm 1 with the DDPM recipe: Adam, warm-up, gradient clipping, EMA, label dropout).
+// It owns no files: it exposes its complete state as named tensors plus JSON, which the io layer writes.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ddpm/losses.h"
+#include "ddpm/models/network.h"
+#include "ddpm/timestep_sampler.h"
+#include "ddpm/train/adam.h"
+#include "ddpm/train/config.h"
+
+namespace ddpm {
+
+struct StepStats {
+  int64_t step = 0;   ///< steps completed
+  double loss = 0;    ///< mean weighted loss of the batch
+  double mse = 0;     ///< mean L_simple term (NaN for kl losses)
+  double vb = 0;      ///< mean VLB term (NaN when none)
+  double grad_norm = 0;
+  double lr = 0;
+};
+
+/// Everything needed to resume exactly: named tensors and JSON settings.
+struct TrainState {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  nlohmann::json meta;
+};
+
+class Trainer {
+ public:
+  /// data: [N, ...] float32; labels: [N] int64 or undefined. The network is trained in place; an EMA copy is kept.
+  Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainConfig config, at::Tensor data,
+          at::Tensor labels, Decoder decoder = Decoder::continuous);
+
+  /// One optimisation step on the next batch.
+  StepStats step();
+  int64_t steps_done() const { return step_; }
+  bool finished() const { return step_ >= config_.steps; }
+
+  std::shared_ptr<Network> network() const { return net_; }
+  std::shared_ptr<Network> ema_network() const { return ema_; }
+  const GaussianDiffusion& diffusion() const { return diffusion_; }
+  const DiffusionConfig& diffusion_config() const { return dcfg_; }
+  const TrainConfig& config() const { return config_; }
+  /// Lets a resumed run train longer than first planned.
+  void set_total_steps(int64_t steps) { config_.steps = steps; }
+
+  TrainState state() const;
+  /// Restores a state() of a trainer with the same network and settings; throws ConfigMismatch otherwise.
+  void load_state(const TrainState& state);
+
+ private:
+  at::Tensor batch_indices(int64_t step) const;
+
+  std::shared_ptr<Network> net_, ema_;
+  DiffusionConfig dcfg_;
+  TrainConfig config_;
+  GaussianDiffusion diffusion_;
+  LossType loss_type_;
+  Decoder decoder_;
+  at::Tensor data_, labels_;
+  int64_t num_classes_;
+  std::unique_ptr<TimestepSampler> timesteps_;
+  std::unique_ptr<Adam> adam_;
+  std::vector<std::string> names_;
+  std::vector<at::Tensor> params_, ema_params_;
+  at::Generator gen_;
+  int64_t step_ = 0;
+};
+
+}  // namespace ddpm

@@ -1,0 +1,45 @@
+#include "ddpm/eval/nll.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+
+#include "ddpm/compat.h"
+#include "ddpm/errors.h"
+
+namespace ddpm {
+
+NllSummary evaluate_nll(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x,
+                        const at::Tensor& labels, const NllOptions& o) {
+  if (!x.defined() || x.size(0) < 1) throw InvalidArgument("no data to evaluate");
+  if (o.batch < 1) throw InvalidArgument("batch must be at least 1");
+  c10::InferenceMode guard;
+  const int64_t N = x.size(0), T = diffusion.num_timesteps();
+  const int64_t batches = (N + o.batch - 1) / o.batch;
+  auto gen = compat::make_cpu_generator(o.seed);
+  std::vector<at::Tensor> totals, priors, terms, mses;
+  for (int64_t b = 0; b < batches; ++b) {
+    auto xb = x.slice(0, b * o.batch, std::min(N, (b + 1) * o.batch));
+    auto yb = labels.defined() ? labels.slice(0, b * o.batch, std::min(N, (b + 1) * o.batch)) : at::Tensor();
+    ProgressFn inner;
+    if (o.progress) inner = [&](int64_t done, int64_t) { o.progress(b * T + done, batches * T); };
+    auto r = calc_bpd_loop(diffusion, model, xb, yb, o.clip_denoised, o.decoder, gen, inner);
+    totals.push_back(r.total.to(at::kDouble));
+    priors.push_back(r.prior.to(at::kDouble));
+    terms.push_back(r.terms.to(at::kDouble).sum(0));
+    mses.push_back(r.x0_mse.to(at::kDouble).sum(0));
+  }
+  NllSummary s;
+  s.per_example = at::cat(totals);
+  s.count = N;
+  s.bits_per_dim = s.per_example.mean().item<double>();
+  s.stderr_ = N > 1 ? s.per_example.std().item<double>() / std::sqrt(static_cast<double>(N)) : 0.0;
+  s.prior_bpd = at::cat(priors).mean().item<double>();
+  auto term_mean = at::stack(terms).sum(0) / static_cast<double>(N);
+  auto mse_mean = at::stack(mses).sum(0) / static_cast<double>(N);
+  s.terms.assign(term_mean.data_ptr<double>(), term_mean.data_ptr<double>() + T);
+  s.x0_mse.assign(mse_mean.data_ptr<double>(), mse_mean.data_ptr<double>() + T);
+  return s;
+}
+
+}  // namespace ddpm

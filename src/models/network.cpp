@@ -1,0 +1,39 @@
+#include "ddpm/models/network.h"
+
+#include "ddpm/errors.h"
+#include "ddpm/models/mlp.h"
+
+namespace ddpm {
+
+int64_t Network::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+std::shared_ptr<Network> make_network(const nlohmann::json& c) {
+  try {
+    const std::string type = c.at("type").get<std::string>();
+    if (type == "mlp") {
+      MLPOptions o;
+      o.dim = c.value("dim", o.dim);
+      o.hidden = c.value("hidden", o.hidden);
+      o.blocks = c.value("blocks", o.blocks);
+      o.time_dim = c.value("time_dim", o.time_dim);
+      o.num_classes = c.value("num_classes", o.num_classes);
+      o.out_factor = c.value("out_factor", o.out_factor);
+      return std::make_shared<MLPDenoiser>(o);
+    }
+    throw InvalidArgument("unknown network type '" + type + "'");
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(std::string("bad network configuration: ") + e.what());
+  }
+}
+
+Denoiser as_denoiser(std::shared_ptr<Network> net) {
+  return [net = std::move(net)](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+    return net->forward(x, t, y);
+  };
+}
+
+}  // namespace ddpm

@@ -1,0 +1,106 @@
+#include "ddpm/samplers.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+
+#include "ddpm/errors.h"
+
+namespace ddpm {
+namespace {
+
+at::Tensor step_t(int64_t i, const at::Tensor& x) {
+  return at::full({x.size(0)}, i, at::TensorOptions().dtype(at::kLong).device(x.device()));
+}
+
+at::Tensor noise_like(const at::Tensor& x, at::Generator& gen) {
+  return at::randn(x.sizes(), gen, x.options().device(at::kCPU)).to(x.device());
+}
+
+void check_start(const at::Tensor& x, const char* what) {
+  if (!x.defined() || x.dim() < 2) throw InvalidArgument(std::string(what) + " must be a batch: [B, ...] with B ≥ 1");
+  if (!x.is_floating_point()) throw InvalidArgument(std::string(what) + " must be a floating-point tensor");
+}
+
+}  // namespace
+
+at::Tensor ddpm_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
+                       at::Generator gen, const SampleOptions& opts) {
+  check_start(x_T, "x_T");
+  c10::InferenceMode guard;
+  const int64_t T = diffusion.num_timesteps();
+  at::Tensor x = x_T.clone();
+  for (int64_t i = T - 1; i >= 0; --i) {
+    auto t = step_t(i, x);
+    auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
+    if (i > 0)
+      x = p.mean + (0.5 * p.log_variance).exp() * noise_like(x, gen);
+    else
+      x = p.mean;  // Algorithm 2: z = 0 at t = 1
+    if (opts.progress) opts.progress(T - i, T);
+  }
+  return x;
+}
+
+at::Tensor ddim_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T, double eta,
+                       at::Generator gen, const SampleOptions& opts) {
+  check_start(x_T, "x_T");
+  if (!(eta >= 0.0)) throw InvalidArgument("eta must be ≥ 0 (got " + std::to_string(eta) + ")");
+  c10::InferenceMode guard;
+  const int64_t T = diffusion.num_timesteps();
+  const auto& ac = diffusion.alphas_cumprod();
+  const auto& acp = diffusion.alphas_cumprod_prev();
+  at::Tensor x = x_T.clone();
+  for (int64_t i = T - 1; i >= 0; --i) {
+    auto t = step_t(i, x);
+    auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
+    // ε̂ re-derived from the (possibly clipped) x̂0, so the update stays consistent with it.
+    auto eps = diffusion.predict_eps_from_x0(x, t, p.pred_x0);
+    const double sigma = eta * std::sqrt((1.0 - acp[i]) / (1.0 - ac[i])) * std::sqrt(1.0 - ac[i] / acp[i]);
+    x = p.pred_x0 * std::sqrt(acp[i]) + eps * std::sqrt(std::max(0.0, 1.0 - acp[i] - sigma * sigma));
+    if (i > 0 && sigma > 0.0) x = x + sigma * noise_like(x, gen);
+    if (opts.progress) opts.progress(T - i, T);
+  }
+  return x;
+}
+
+at::Tensor ddim_invert(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x0,
+                       const SampleOptions& opts) {
+  check_start(x0, "x0");
+  c10::InferenceMode guard;
+  const int64_t T = diffusion.num_timesteps();
+  const auto& ac = diffusion.alphas_cumprod();
+  at::Tensor x = x0.clone();
+  double a_cur = 1.0;  // ᾱ of the current point; x0 has ᾱ = 1
+  for (int64_t i = 0; i < T; ++i) {
+    auto t = step_t(i, x);
+    auto out = model(x, diffusion.model_timesteps(t), opts.y);
+    auto p = diffusion.p_mean_variance_from_output(out, x, t, false);
+    at::Tensor eps = p.model_output;
+    if (diffusion.mean_type() != MeanType::eps) eps = diffusion.predict_eps_from_x0(x, t, p.pred_x0);
+    auto x0_hat = (x - std::sqrt(1.0 - a_cur) * eps) / std::sqrt(a_cur);
+    if (opts.clip_denoised) x0_hat = x0_hat.clamp(-1, 1);
+    x = x0_hat * std::sqrt(ac[i]) + eps * std::sqrt(1.0 - ac[i]);
+    a_cur = ac[i];
+    if (opts.progress) opts.progress(i + 1, T);
+  }
+  return x;
+}
+
+Denoiser classifier_free_guidance(Denoiser model, double w, int64_t null_label, bool learned_variance) {
+  return [model = std::move(model), w, null_label, learned_variance](const at::Tensor& x, const at::Tensor& t,
+                                                                     const at::Tensor& y) {
+    if (!y.defined()) throw InvalidArgument("classifier-free guidance needs class labels (give --class)");
+    if (w == 0.0) return model(x, t, y);
+    auto null = at::full_like(y, null_label);
+    auto out = model(at::cat({x, x}), at::cat({t, t}), at::cat({y, null}));
+    auto halves = out.chunk(2, 0);
+    const auto& cond = halves[0];
+    const auto& uncond = halves[1];
+    if (!learned_variance) return (1.0 + w) * cond - w * uncond;
+    auto c = cond.chunk(2, 1), u = uncond.chunk(2, 1);
+    return at::cat({(1.0 + w) * c[0] - w * u[0], c[1]}, 1);
+  };
+}
+
+}  // namespace ddpm

@@ -1,0 +1,180 @@
+#include "ddpm/train/trainer.h"
+
+#include <torch/nn/utils/clip_grad.h>
+
+#include <cmath>
+#include <limits>
+
+#include "ddpm/compat.h"
+#include "ddpm/errors.h"
+
+namespace ddpm {
+namespace {
+
+double mean_or_nan(const at::Tensor& t) {
+  return t.defined() ? t.detach().mean().item<double>() : std::numeric_limits<double>::quiet_NaN();
+}
+
+}  // namespace
+
+Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainConfig config, at::Tensor data,
+                 at::Tensor labels, Decoder decoder)
+    : net_(std::move(net)),
+      dcfg_(std::move(diffusion)),
+      config_(config),
+      diffusion_(dcfg_.make()),
+      loss_type_(parse_loss_type(dcfg_.loss)),
+      decoder_(decoder),
+      data_(std::move(data)),
+      labels_(std::move(labels)),
+      num_classes_(net_->num_classes()),
+      gen_(compat::make_cpu_generator(config.seed)) {
+  config_.validate();
+  if (!data_.defined() || data_.size(0) < 1) throw InvalidArgument("the training data set is empty");
+  const int64_t out_factor = net_->config().value("out_factor", int64_t{1});
+  if ((out_factor == 2) != learns_variance(diffusion_.var_type()))
+    throw ConfigMismatch("variance type '" + dcfg_.var_type + "' needs a network with " +
+                         (learns_variance(diffusion_.var_type()) ? "twice" : "exactly") + " the data's output channels");
+  if (num_classes_ > 0 && !labels_.defined())
+    throw InvalidArgument("a class-conditional network needs a labelled data set");
+  if (labels_.defined() && num_classes_ > 0 && labels_.max().item<int64_t>() >= num_classes_)
+    throw InvalidArgument("labels exceed the network's " + std::to_string(num_classes_) + " classes");
+  timesteps_ = make_timestep_sampler(dcfg_.timestep_sampler, diffusion_.num_timesteps());
+  for (const auto& kv : net_->named_parameters()) {
+    names_.push_back(kv.key());
+    params_.push_back(kv.value());
+  }
+  ema_ = make_network(net_->config());
+  {
+    at::NoGradGuard g;
+    auto ema_named = ema_->named_parameters();
+    for (size_t i = 0; i < names_.size(); ++i) {
+      auto p = ema_named[names_[i]];
+      p.copy_(params_[i]);
+      p.set_requires_grad(false);
+      ema_params_.push_back(p);
+    }
+  }
+  ema_->eval();
+  adam_ = std::make_unique<Adam>(params_, config_.adam_beta1, config_.adam_beta2, config_.adam_eps);
+}
+
+at::Tensor Trainer::batch_indices(int64_t step) const {
+  // Epoch-wise shuffles that depend only on (seed, epoch), so resumption needs no loader state. A data set
+  // smaller than a batch is drawn with replacement.
+  const int64_t N = data_.size(0), B = config_.batch;
+  if (N < B) {
+    auto g = compat::make_cpu_generator(config_.seed * 1000003ULL + static_cast<uint64_t>(step) + 1);
+    return at::randint(0, N, {B}, g, at::TensorOptions().dtype(at::kLong));
+  }
+  const int64_t per_epoch = N / B;
+  const int64_t epoch = step / per_epoch, k = step % per_epoch;
+  auto g = compat::make_cpu_generator(config_.seed * 1000003ULL + static_cast<uint64_t>(epoch) + 0x9e3779b9ULL);
+  return at::randperm(N, g, at::TensorOptions().dtype(at::kLong)).slice(0, k * B, (k + 1) * B);
+}
+
+StepStats Trainer::step() {
+  net_->train();
+  const int64_t B = config_.batch;
+  auto idx = batch_indices(step_);
+  auto x0 = data_.index_select(0, idx);
+  at::Tensor y;
+  if (num_classes_ > 0) {
+    y = labels_.index_select(0, idx);
+    if (config_.label_dropout > 0) {
+      // Classifier-free guidance training: drop labels to the null label with probability p_uncond.
+      auto drop = at::rand({B}, gen_) < config_.label_dropout;
+      y = y.masked_fill(drop, num_classes_);
+    }
+  }
+  auto draw = timesteps_->sample(B, gen_);
+  auto noise = at::randn(x0.sizes(), gen_, x0.options());
+  auto losses = training_losses(diffusion_, as_denoiser(net_), x0, draw.t, y, noise, loss_type_, decoder_);
+  timesteps_->update(draw.t, losses.loss);
+  auto loss = (losses.loss * draw.weights).mean();
+
+  for (auto& p : params_) p.mutable_grad() = at::Tensor();
+  loss.backward();
+  double gnorm = 0;
+  if (config_.grad_clip > 0) {
+    gnorm = torch::nn::utils::clip_grad_norm_(params_, config_.grad_clip);
+  } else {
+    at::NoGradGuard g;
+    double s = 0;
+    for (auto& p : params_)
+      if (p.grad().defined()) s += p.grad().pow(2).sum().item<double>();
+    gnorm = std::sqrt(s);
+  }
+  const double lr =
+      config_.warmup > 0 ? config_.lr * std::min(1.0, static_cast<double>(step_ + 1) / config_.warmup) : config_.lr;
+  adam_->step(lr);
+  ++step_;
+  {
+    // EMA with the usual warm-up of its decay, so short runs are not dominated by the initial weights.
+    at::NoGradGuard g;
+    const double n = static_cast<double>(step_);
+    const double d = std::min(config_.ema_decay, (1.0 + n) / (10.0 + n));
+    for (size_t i = 0; i < params_.size(); ++i) ema_params_[i].mul_(d).add_(params_[i].detach(), 1.0 - d);
+  }
+  StepStats s;
+  s.step = step_;
+  s.loss = loss.item<double>();
+  s.mse = mean_or_nan(losses.mse);
+  s.vb = mean_or_nan(losses.vb);
+  s.grad_norm = gnorm;
+  s.lr = lr;
+  return s;
+}
+
+TrainState Trainer::state() const {
+  TrainState st;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    st.tensors.emplace_back("ema." + names_[i], ema_params_[i].detach());
+    st.tensors.emplace_back("model." + names_[i], params_[i].detach());
+    st.tensors.emplace_back("optim.exp_avg." + names_[i], adam_->exp_avg()[i]);
+    st.tensors.emplace_back("optim.exp_avg_sq." + names_[i], adam_->exp_avg_sq()[i]);
+  }
+  st.tensors.emplace_back("rng.train", compat::generator_state(gen_));
+  auto ts = timesteps_->state();
+  if (ts.defined()) st.tensors.emplace_back("timestep_sampler.state", ts);
+  st.meta = {{"network", net_->config()},
+             {"diffusion", dcfg_.to_json()},
+             {"train", config_.to_json()},
+             {"step", step_},
+             {"optim_step", adam_->steps()},
+             {"decoder", to_string(decoder_)}};
+  return st;
+}
+
+void Trainer::load_state(const TrainState& st) {
+  if (st.meta.value("network", nlohmann::json()) != net_->config())
+    throw ConfigMismatch("the checkpoint holds a different network (" + st.meta.value("network", nlohmann::json()).dump() +
+                         ") than this run (" + net_->config().dump() + ")");
+  if (DiffusionConfig::from_json(st.meta.at("diffusion")).to_json() != dcfg_.to_json())
+    throw ConfigMismatch("the checkpoint's diffusion settings " + st.meta.at("diffusion").dump() +
+                         " differ from this run's " + dcfg_.to_json().dump());
+  auto find = [&](const std::string& name) -> const at::Tensor& {
+    for (const auto& kv : st.tensors)
+      if (kv.first == name) return kv.second;
+    throw FormatError("the checkpoint lacks tensor '" + name + "'");
+  };
+  at::NoGradGuard g;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    auto copy = [&](at::Tensor& dst, const std::string& key) {
+      const auto& src = find(key);
+      if (!src.sizes().equals(dst.sizes())) throw ConfigMismatch("tensor '" + key + "' has the wrong shape");
+      dst.copy_(src);
+    };
+    copy(params_[i], "model." + names_[i]);
+    copy(ema_params_[i], "ema." + names_[i]);
+    copy(adam_->exp_avg()[i], "optim.exp_avg." + names_[i]);
+    copy(adam_->exp_avg_sq()[i], "optim.exp_avg_sq." + names_[i]);
+  }
+  compat::set_generator_state(gen_, find("rng.train"));
+  auto ts = timesteps_->state();
+  if (ts.defined()) timesteps_->load_state(find("timestep_sampler.state"));
+  step_ = st.meta.at("step").get<int64_t>();
+  adam_->set_steps(st.meta.at("optim_step").get<int64_t>());
+}
+
+}  // namespace ddpm

@@ -1,0 +1,149 @@
+// ddpm sample: draws samples from a trained checkpoint or an exact denoiser with any sampler.
+#include <c10/core/InferenceMode.h>
+
+#include <iostream>
+
+#include "commands.h"
+#include "common.h"
+#include "ddpm/compat.h"
+#include "ddpm/errors.h"
+#include "ddpm/io/npy.h"
+#include "ddpm/samplers.h"
+
+namespace ddpm::cli {
+namespace {
+
+struct SampleArgs {
+  std::string model, sampler = "ddpm", spacing = "ddim", init, out_npy, plot, json_path;
+  std::optional<int64_t> steps;
+  double eta = 0.0, guidance = 0.0;
+  std::optional<int64_t> klass;
+  int64_t num = 1000;
+  uint64_t seed = 0;
+  bool json = false, clip = false;
+  DiffusionFlags diffusion;
+};
+
+void run_sample(SampleArgs& a) {
+  if (a.sampler != "ddpm" && a.sampler != "ddim")
+    throw InvalidArgument("unknown sampler '" + a.sampler + "' (choose ddpm or ddim)");
+  if (!(a.eta >= 0)) throw InvalidArgument("--eta must be ≥ 0 (got " + std::to_string(a.eta) + ")");
+  if (a.num < 1) throw InvalidArgument("--num must be at least 1");
+  auto h = load_model_spec(a.model, a.diffusion);
+  const int64_t T = h.diffusion.timesteps;
+  const int64_t steps = a.steps.value_or(a.sampler == "ddim" ? std::min<int64_t>(50, T) : T);
+  auto kept = respaced_timesteps(T, steps, a.spacing);
+  auto diffusion = h.diffusion.make_respaced(kept);
+
+  Denoiser model = h.denoiser;
+  SampleOptions opts;
+  opts.clip_denoised = a.clip;
+  if (a.klass) {
+    if (h.num_classes == 0) throw InvalidArgument("--class needs a class-conditional model; this one has no classes");
+    if (*a.klass < 0 || *a.klass >= h.num_classes)
+      throw InvalidArgument("--class must be in 0.." + std::to_string(h.num_classes - 1));
+    opts.y = at::full({a.num}, *a.klass, at::TensorOptions().dtype(at::kLong));
+  }
+  if (a.guidance != 0.0) {
+    if (!a.klass) throw InvalidArgument("--guidance needs --class K");
+    model = classifier_free_guidance(model, a.guidance, h.null_label, learns_variance(diffusion.var_type()));
+  }
+
+  std::vector<int64_t> shape = {a.num};
+  shape.insert(shape.end(), h.item_shape.begin(), h.item_shape.end());
+  auto gen = compat::make_cpu_generator(a.seed);
+  at::Tensor x_T;
+  if (!a.init.empty()) {
+    x_T = read_npy(a.init);
+    if (!x_T.is_floating_point()) throw FormatError("'" + a.init + "' must hold floating-point values");
+    x_T = x_T.to(at::kFloat);
+    shape[0] = x_T.size(0);
+    if (!x_T.sizes().equals(shape))
+      throw FormatError("'" + a.init + "' has shape " + std::string(c10::str(x_T.sizes())) + "; the model needs [N, " +
+                        std::to_string(h.item_shape[0]) + "]");
+    if (opts.y.defined()) opts.y = opts.y.slice(0, 0, 1).expand({shape[0]}).contiguous();
+  } else {
+    x_T = at::randn(shape, gen);
+  }
+
+  Progress bar("sample " + a.sampler + " " + std::to_string(steps) + " steps", steps);
+  opts.progress = [&](int64_t done, int64_t) { bar.update(done); };
+  at::Tensor x;
+  if (h.network) h.network->eval();
+  if (a.sampler == "ddpm")
+    x = ddpm_sample(diffusion, model, x_T, gen, opts);
+  else
+    x = ddim_sample(diffusion, model, x_T, a.eta, gen, opts);
+  bar.finish();
+
+  if (!a.out_npy.empty()) write_npy(a.out_npy, x);
+  if (!a.plot.empty()) {
+    if (x.dim() != 2 || x.size(1) != 2) throw InvalidArgument("--plot draws 2-D points; these samples have shape " +
+                                                              std::string(c10::str(x.sizes())));
+    std::vector<ScatterLayer> layers;
+    // The data underneath: the checkpoint's training set, or draws from the exact mixture.
+    PointSet ref;
+    if (h.mixture) {
+      auto g2 = compat::make_cpu_generator(a.seed + 1);
+      ref = sample_mixture(*h.mixture, 5000, g2);
+    } else if (h.meta.contains("data") && h.meta["data"].value("spec", std::string()).rfind("toy:", 0) == 0) {
+      ref = load_data_spec(h.meta["data"]["spec"], 5000, h.meta["data"].value("seed", uint64_t{0}));
+    }
+    if (ref.size() > 0) {
+      auto r = ref.x.contiguous();
+      layers.push_back({std::vector<float>(r.data_ptr<float>(), r.data_ptr<float>() + r.numel()), {170, 170, 170},
+                        0.35f, 1.5f, "data"});
+    }
+    auto s = x.to(at::kFloat).contiguous();
+    layers.push_back({std::vector<float>(s.data_ptr<float>(), s.data_ptr<float>() + s.numel()), palette(3), 0.5f, 1.8f,
+                      "samples"});
+    PlotOptions po;
+    po.title = a.sampler + " " + std::to_string(steps) + " steps" + (a.klass ? ", class " + std::to_string(*a.klass) : "") +
+               (a.guidance != 0 ? ", w " + std::to_string(a.guidance).substr(0, 4) : "");
+    po.xlabel = "x1";
+    po.ylabel = "x2";
+    save_scatter_png(a.plot, layers, po);
+  }
+  auto flat = x.to(at::kDouble).reshape({x.size(0), -1});
+  auto mean = flat.mean(0), std = flat.std(0);
+  nlohmann::json j = {{"num", x.size(0)},
+                      {"sampler", a.sampler},
+                      {"steps", steps},
+                      {"eta", a.eta},
+                      {"mean", std::vector<double>(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel())},
+                      {"std", std::vector<double>(std.data_ptr<double>(), std.data_ptr<double>() + std.numel())}};
+  if (a.json) std::cout << j.dump() << "\n";
+  else if (!global_options().quiet) {
+    std::cerr << "drew " << x.size(0) << " samples";
+    if (!a.out_npy.empty()) std::cerr << " → " << a.out_npy;
+    if (!a.plot.empty()) std::cerr << " (plot " << a.plot << ")";
+    std::cerr << "\n";
+  }
+}
+
+}  // namespace
+
+void register_sample(CLI::App& app) {
+  auto a = std::make_shared<SampleArgs>();
+  auto* c = app.add_subcommand("sample", "draw samples from a model with DDPM or DDIM sampling");
+  c->add_option("--model,-m", a->model,
+                "CHECKPOINT.safetensors, gaussian:mean=M,std=S,dim=D, gmm:FILE.json or gmm:8gaussians")
+      ->required();
+  a->diffusion.add(c, false);
+  c->add_option("--sampler", a->sampler, "ddpm (ancestral) or ddim")->capture_default_str();
+  c->add_option("--steps", a->steps, "sampling steps (respaced) [T for ddpm, 50 for ddim]");
+  c->add_option("--spacing", a->spacing, "which steps: ddim, even, linspace, leading, trailing")->capture_default_str();
+  c->add_option("--eta", a->eta, "DDIM stochasticity η ≥ 0 (0 deterministic, 1 ≈ DDPM)")->capture_default_str();
+  c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
+  c->add_option("--class", a->klass, "class label to sample");
+  c->add_option("--num,-n", a->num, "number of samples")->capture_default_str();
+  c->add_option("--seed", a->seed, "seed of x_T and the sampler's noise")->capture_default_str();
+  c->add_option("--init", a->init, "start from this x_T (.npy, N×D)");
+  c->add_flag("--clip", a->clip, "clip x̂0 to [-1, 1] at every step (image data)");
+  c->add_option("--out-npy,-o", a->out_npy, "write the samples to this .npy");
+  c->add_option("--plot", a->plot, "write a scatter plot PNG of 2-D samples over the data");
+  c->add_flag("--json", a->json, "print the sample mean and std as JSON");
+  c->callback([a] { run_sample(*a); });
+}
+
+}  // namespace ddpm::cli

@@ -1,0 +1,18 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace ddpm::cli {
+
+/// Each registers its subcommand; the callback runs it.
+void register_train(CLI::App& app);
+void register_sample(CLI::App& app);
+void register_nll(CLI::App& app);
+void register_schedule(CLI::App& app);
+void register_info(CLI::App& app);
+
+/// The command line as the user typed it (stored in checkpoints).
+std::string& command_line();
+
+}  // namespace ddpm::cli

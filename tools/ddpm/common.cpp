@@ -1,0 +1,218 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "ddpm/errors.h"
+#include "ddpm/io/checkpoint.h"
+#include "ddpm/io/file.h"
+#include "ddpm/models/exact.h"
+
+namespace ddpm::cli {
+
+GlobalOptions& global_options() {
+  static GlobalOptions g;
+  return g;
+}
+
+void DiffusionFlags::add(CLI::App* app, bool training) {
+  auto* g = app;
+  g->add_option("--schedule", schedule, "noise schedule: linear, cosine, quadratic, sigmoid [linear]");
+  g->add_option("--timesteps,-T", timesteps, "diffusion steps T [1000]");
+  g->add_option("--mean-type", mean_type, "what the network predicts: eps, x0, prev_x, v [eps]");
+  g->add_option("--var-type", var_type, "reverse variance: fixed_small, fixed_large, learned, learned_range [fixed_large]");
+  if (training) {
+    g->add_option("--loss", loss, "objective: mse, rescaled_mse, kl, rescaled_kl, hybrid [mse]");
+    g->add_option("--timestep-sampler", timestep_sampler, "timestep sampling: uniform, loss-second-moment [uniform]");
+  }
+}
+
+DiffusionConfig DiffusionFlags::resolve() const {
+  DiffusionConfig c;
+  if (schedule) c.schedule = *schedule;
+  if (timesteps) c.timesteps = *timesteps;
+  if (mean_type) c.mean_type = *mean_type;
+  if (var_type) c.var_type = *var_type;
+  if (loss) c.loss = *loss;
+  if (timestep_sampler) c.timestep_sampler = *timestep_sampler;
+  c.validate();
+  return c;
+}
+
+DiffusionConfig DiffusionFlags::merge_with(const DiffusionConfig& s, const std::string& source) const {
+  resolve();  // validates the names given
+  auto check = [&](const char* flag, const auto& given, const auto& stored) {
+    if (given && *given != stored) {
+      std::ostringstream os;
+      os << source << " was trained with " << flag << " " << stored << "; it cannot be used with " << flag << " "
+         << *given << " (drop the flag)";
+      throw ConfigMismatch(os.str());
+    }
+  };
+  check("--schedule", schedule, s.schedule);
+  check("--timesteps", timesteps, s.timesteps);
+  check("--mean-type", mean_type, s.mean_type);
+  check("--var-type", var_type, s.var_type);
+  check("--loss", loss, s.loss);
+  check("--timestep-sampler", timestep_sampler, s.timestep_sampler);
+  return s;
+}
+
+namespace {
+
+std::map<std::string, std::string> parse_kv(const std::string& s, const std::string& what) {
+  std::map<std::string, std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto eq = item.find('=');
+    if (eq == std::string::npos) throw InvalidArgument(what + ": expected key=value, got '" + item + "'");
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+double parse_double(const std::string& s, const std::string& what) {
+  try {
+    size_t pos = 0;
+    double v = std::stod(s, &pos);
+    if (pos != s.size()) throw std::invalid_argument("trailing");
+    return v;
+  } catch (const std::exception&) {
+    throw InvalidArgument(what + ": '" + s + "' is not a number");
+  }
+}
+
+ModelHandle exact_handle(GaussianMixture g, const DiffusionFlags& flags, const std::string& description) {
+  ModelHandle h;
+  h.diffusion = flags.resolve();
+  const auto vt = parse_var_type(h.diffusion.var_type);
+  if (learns_variance(vt))
+    throw InvalidArgument("exact denoisers predict the mean only; use --var-type fixed_small or fixed_large");
+  ExactMixtureDenoiser d(g, h.diffusion.make().alphas_cumprod(), parse_mean_type(h.diffusion.mean_type));
+  h.denoiser = d.as_denoiser();
+  h.num_classes = g.num_components() > 1 ? g.num_components() : 0;
+  h.null_label = g.num_components();
+  h.item_shape = {g.dim()};
+  h.mixture = std::move(g);
+  h.description = description;
+  return h;
+}
+
+}  // namespace
+
+ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags) {
+  if (spec.rfind("gaussian:", 0) == 0) {
+    auto kv = parse_kv(spec.substr(9), "--model gaussian:mean=M,std=S,dim=D");
+    for (const auto& [k, v] : kv)
+      if (k != "mean" && k != "std" && k != "dim")
+        throw InvalidArgument("--model gaussian: unknown key '" + k + "' (use mean, std, dim)");
+    const double mean = kv.count("mean") ? parse_double(kv["mean"], "mean") : 0.0;
+    const double std = kv.count("std") ? parse_double(kv["std"], "std") : 1.0;
+    const double dim = kv.count("dim") ? parse_double(kv["dim"], "dim") : 2.0;
+    if (!(std > 0)) throw InvalidArgument("--model gaussian: std must be positive");
+    if (dim < 1 || dim != std::floor(dim)) throw InvalidArgument("--model gaussian: dim must be a positive integer");
+    return exact_handle(GaussianMixture::gaussian(mean, std, static_cast<int64_t>(dim)), flags,
+                        "exact denoiser of " + spec);
+  }
+  if (spec.rfind("gmm:", 0) == 0) {
+    const std::string what = spec.substr(4);
+    const auto names = toy_names();
+    GaussianMixture g = std::find(names.begin(), names.end(), what) != names.end() ? toy_mixture(what)
+                                                                                     : load_mixture_json(what);
+    return exact_handle(std::move(g), flags, "exact denoiser of " + spec);
+  }
+  auto m = load_model(spec);
+  ModelHandle h;
+  h.diffusion = flags.merge_with(m.diffusion, "'" + spec + "'");
+  h.network = m.network;
+  h.denoiser = as_denoiser(m.network);
+  h.num_classes = m.network->num_classes();
+  h.null_label = h.num_classes;
+  h.item_shape = m.network->item_shape();
+  h.meta = m.meta;
+  h.description = spec;
+  return h;
+}
+
+PointSet load_data_spec(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels) {
+  if (spec.rfind("toy:", 0) == 0) {
+    if (!labels.empty()) throw InvalidArgument("--labels applies to .npy data only; toy sets bring their own");
+    return make_toy(spec.substr(4), size, seed);
+  }
+  if (spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy") return load_points_npy(spec, labels);
+  throw InvalidArgument("--data must be toy:NAME or a .npy file (got '" + spec + "')");
+}
+
+Color palette(int i) {
+  static const Color c[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},   {148, 103, 189},
+                            {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
+  return c[((i % 10) + 10) % 10];
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const long t = std::lround(s);
+  char b[32];
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  else
+    std::snprintf(b, sizeof b, "%ld:%02ld", t / 60, t % 60);
+  return b;
+}
+
+Progress::Progress(std::string label, int64_t total, bool enabled)
+    : label_(std::move(label)),
+      total_(std::max<int64_t>(total, 1)),
+      enabled_(enabled && !global_options().quiet),
+      tty_(::isatty(STDERR_FILENO)),
+      start_(std::chrono::steady_clock::now()),
+      last_(start_ - std::chrono::hours(1)) {}
+
+Progress::~Progress() {
+  if (enabled_ && tty_ && !finished_) std::cerr << "\n";
+}
+
+void Progress::update(int64_t done, const std::string& extra) { draw(done, extra, false); }
+
+void Progress::finish(const std::string& extra) {
+  if (finished_) return;
+  draw(total_, extra, true);
+  finished_ = true;
+}
+
+void Progress::draw(int64_t done, const std::string& extra, bool final) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const double frac = std::min(1.0, static_cast<double>(done) / total_);
+  const int decile = static_cast<int>(frac * 10);
+  if (tty_) {
+    if (!final && now - last_ < std::chrono::milliseconds(100)) return;
+  } else if (!final && decile == last_decile_) {
+    return;
+  }
+  last_ = now;
+  last_decile_ = decile;
+  const double rate = elapsed > 0 ? done / elapsed : 0;
+  const double eta = rate > 0 ? (total_ - done) / rate : NAN;
+  char stats[160];
+  std::snprintf(stats, sizeof stats, "%3d%% %lld/%lld %.1f it/s %s %s", static_cast<int>(frac * 100),
+                static_cast<long long>(done), static_cast<long long>(total_), rate, final ? "took" : "ETA",
+                format_duration(final ? elapsed : eta).c_str());
+  if (tty_) {
+    const int width = 24, filled = static_cast<int>(frac * width);
+    std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
+    std::cerr << "\r\033[K" << label_ << " [" << bar << "] " << stats << (extra.empty() ? "" : "  ") << extra
+              << (final ? "\n" : "") << std::flush;
+  } else {
+    std::cerr << label_ << ": " << stats << (extra.empty() ? "" : "  ") << extra << "\n" << std::flush;
+  }
+}
+
+void write_text(const std::string& path, const std::string& text) { write_file_atomic(path, text); }
+
+}  // namespace ddpm::cli

@@ -1,0 +1,84 @@
+// Shared pieces of the ddpm command-line tool: diffusion flags, model and data specs, progress display.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ddpm/data/points.h"
+#include "ddpm/diffusion.h"
+#include "ddpm/io/plot.h"
+#include "ddpm/models/network.h"
+#include "ddpm/train/config.h"
+
+namespace ddpm::cli {
+
+/// The diffusion flags, spelled the same on every command. A flag the user did not give is empty, so a
+/// checkpoint's own settings fill it and a contradicting flag can be refused.
+struct DiffusionFlags {
+  std::optional<std::string> schedule, mean_type, var_type, loss, timestep_sampler;
+  std::optional<int64_t> timesteps;
+  void add(CLI::App* app, bool training);
+  /// Defaults overridden by the flags given.
+  DiffusionConfig resolve() const;
+  /// A checkpoint's settings; throws ConfigMismatch if a given flag contradicts them.
+  DiffusionConfig merge_with(const DiffusionConfig& stored, const std::string& source) const;
+};
+
+/// A model as the CLI accepts it: a checkpoint, or an exact denoiser spelled gaussian:... or gmm:....
+struct ModelHandle {
+  Denoiser denoiser;
+  DiffusionConfig diffusion;
+  int64_t num_classes = 0;       ///< 0 if unconditional
+  int64_t null_label = 0;
+  std::vector<int64_t> item_shape;
+  std::shared_ptr<Network> network;  ///< null for exact denoisers
+  nlohmann::json meta;               ///< checkpoint metadata, or {} for exact denoisers
+  std::optional<GaussianMixture> mixture;  ///< for exact denoisers
+  std::string description;
+};
+
+ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags);
+
+/// --data toy:NAME | FILE.npy (with an optional labels file); toy sets use `size` points drawn with `seed`.
+PointSet load_data_spec(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels = "");
+
+/// Colours of the plots.
+Color palette(int i);
+
+/// A progress bar on a terminal (redrawn in place), plain lines otherwise; silent when disabled.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total, bool enabled = true);
+  ~Progress();
+  void update(int64_t done, const std::string& extra = "");
+  void finish(const std::string& extra = "");
+
+ private:
+  void draw(int64_t done, const std::string& extra, bool final);
+  std::string label_;
+  int64_t total_;
+  bool enabled_, tty_, finished_ = false;
+  std::chrono::steady_clock::time_point start_, last_;
+  int last_decile_ = -1;
+};
+
+/// "1:23" / "1:02:03".
+std::string format_duration(double seconds);
+
+/// Global options every command honours.
+struct GlobalOptions {
+  int threads = 0;
+  bool quiet = false;
+};
+GlobalOptions& global_options();
+
+/// Writes `text` to `path` atomically (CSV, JSON); throws IoError.
+void write_text(const std::string& path, const std::string& text);
+
+}  // namespace ddpm::cli

@@ -1,0 +1,60 @@
+// ddpm: the command-line tool. Parses, renders progress and errors; all the work is in the library.
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <iostream>
+#include <thread>
+
+#include "commands.h"
+#include "common.h"
+#include "ddpm/errors.h"
+
+namespace ddpm::cli {
+std::string& command_line() {
+  static std::string s;
+  return s;
+}
+}  // namespace ddpm::cli
+
+namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ddpm::cli;
+  for (int i = 0; i < argc; ++i) command_line() += (i ? " " : "") + std::string(argv[i]);
+  command_line().replace(0, std::string(argv[0]).size(), "ddpm");
+
+  CLI::App app{"ddpm: denoising diffusion probabilistic models in C++ (train, sample, evaluate)", "ddpm"};
+  app.require_subcommand(1);
+  auto& g = global_options();
+  app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--quiet,-q", g.quiet, "no progress display");
+  app.set_version_flag("--version", "ddpm 0.1.0");
+  register_train(app);
+  register_sample(app);
+  register_nll(app);
+  register_schedule(app);
+  register_info(app);
+  app.parse_complete_callback([&] {
+    const int n = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    at::set_num_threads(n);
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const ddpm::Error& e) {
+    std::cerr << "ddpm: error: " << first_line(e.what()) << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "ddpm: error: " << first_line(e.what_without_backtrace()) << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "ddpm: error: " << first_line(e.what()) << "\n";
+    return 1;
+  }
+  return 0;
+}
