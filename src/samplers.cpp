@@ -65,22 +65,29 @@ at::Tensor ddim_sample(const GaussianDiffusion& diffusion, const Denoiser& model
 }
 
 at::Tensor ddim_invert(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x0,
-                       const SampleOptions& opts) {
+                       const SampleOptions& opts, int refine) {
   check_start(x0, "x0");
+  if (refine < 0) throw InvalidArgument("refine must be ≥ 0");
   c10::InferenceMode guard;
   const int64_t T = diffusion.num_timesteps();
   const auto& ac = diffusion.alphas_cumprod();
+  auto eps_at = [&](const at::Tensor& x, const at::Tensor& t) {
+    auto p = diffusion.p_mean_variance(model, x, t, opts.y, false);
+    return diffusion.mean_type() == MeanType::eps ? p.model_output : diffusion.predict_eps_from_x0(x, t, p.pred_x0);
+  };
   at::Tensor x = x0.clone();
   double a_cur = 1.0;  // ᾱ of the current point; x0 has ᾱ = 1
   for (int64_t i = 0; i < T; ++i) {
     auto t = step_t(i, x);
-    auto out = model(x, diffusion.model_timesteps(t), opts.y);
-    auto p = diffusion.p_mean_variance_from_output(out, x, t, false);
-    at::Tensor eps = p.model_output;
-    if (diffusion.mean_type() != MeanType::eps) eps = diffusion.predict_eps_from_x0(x, t, p.pred_x0);
-    auto x0_hat = (x - std::sqrt(1.0 - a_cur) * eps) / std::sqrt(a_cur);
-    if (opts.clip_denoised) x0_hat = x0_hat.clamp(-1, 1);
-    x = x0_hat * std::sqrt(ac[i]) + eps * std::sqrt(1.0 - ac[i]);
+    // x_next = √ᾱ_i x̂0 + √(1-ᾱ_i) ε̂ with x̂0 = (x - √(1-ᾱ_cur) ε̂)/√ᾱ_cur: the DDIM step solved for its start.
+    auto advance = [&](const at::Tensor& eps) {
+      auto x0_hat = (x - std::sqrt(1.0 - a_cur) * eps) / std::sqrt(a_cur);
+      if (opts.clip_denoised) x0_hat = x0_hat.clamp(-1, 1);
+      return x0_hat * std::sqrt(ac[i]) + eps * std::sqrt(1.0 - ac[i]);
+    };
+    at::Tensor next = advance(eps_at(x, t));
+    for (int k = 0; k < refine; ++k) next = advance(eps_at(next, t));
+    x = next;
     a_cur = ac[i];
     if (opts.progress) opts.progress(i + 1, T);
   }

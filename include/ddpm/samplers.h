@@ -26,9 +26,11 @@ at::Tensor ddim_sample(const GaussianDiffusion& diffusion, const Denoiser& model
                        at::Generator gen, const SampleOptions& opts = {});
 
 /// Deterministic DDIM inversion x0 → x_T: the η = 0 update run forwards, with ε̂ evaluated at the current
-/// point and the next step's timestep (the first step has no timestep of its own).
+/// point and the next step's timestep (the first step has no timestep of its own). With `refine` > 0 each step
+/// is then solved as a fixed point, ε̂ re-evaluated at the new point, so that DDIM sampling inverts it exactly
+/// (up to the fixed point's convergence) instead of to first order in the step size.
 at::Tensor ddim_invert(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x0,
-                       const SampleOptions& opts = {});
+                       const SampleOptions& opts = {}, int refine = 0);
 
 /// Classifier-free guidance (Ho & Salimans 2022, the seeds' form): ε̄ = (1 + w) ε(x, t, y) - w ε(x, t, ∅), where ∅
 /// is `null_label`. Conditional and unconditional calls share one batch. With a learned variance only the

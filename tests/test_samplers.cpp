@@ -1,0 +1,205 @@
+#include <cmath>
+#include <cstdio>
+
+#include "ddpm/data/points.h"
+#include "ddpm/errors.h"
+#include "ddpm/models/exact.h"
+#include "ddpm/samplers.h"
+#include "support.h"
+
+using namespace ddpm;
+using namespace ddpm::test;
+
+namespace {
+
+const double kMean = 0.1, kStd = 0.4;
+
+Denoiser exact_gaussian(const GaussianDiffusion& base, int64_t dim = 1) {
+  return ExactMixtureDenoiser(GaussianMixture::gaussian(kMean, kStd, dim), base.alphas_cumprod()).as_denoiser();
+}
+
+/// DDIM(η = 0) with the exact Gaussian denoiser is linear in x, so the sample std is the product of the per-step
+/// slopes (x_T has std 1): derived here in plain double from SPEC §4 and §9.
+double ddim_std_closed_form(const std::vector<double>& ac_full, const std::vector<int64_t>& kept) {
+  const double s2 = kStd * kStd;
+  double slope = 1.0;
+  for (int64_t i = static_cast<int64_t>(kept.size()) - 1; i >= 0; --i) {
+    const double a = ac_full[kept[i]], ap = i > 0 ? ac_full[kept[i - 1]] : 1.0;
+    const double v = a * s2 + 1 - a;
+    const double c1 = std::sqrt(a) * s2 / v;                  // ∂E[x0|x_t]/∂x_t
+    const double e1 = (1 - std::sqrt(a) * c1) / std::sqrt(1 - a);  // ∂ε̂/∂x_t
+    slope *= std::sqrt(ap) * c1 + std::sqrt(1 - ap) * e1;
+  }
+  return std::fabs(slope);
+}
+
+std::pair<double, double> moments(const at::Tensor& x) {
+  auto d = x.to(at::kDouble);
+  return {d.mean().item<double>(), d.std().item<double>()};
+}
+
+}  // namespace
+
+TEST(Samplers, DdpmWithExactGaussianDenoiserRecoversTheData) {
+  auto full = make_diffusion(1000, MeanType::eps, VarType::fixed_large);
+  for (auto vt : {VarType::fixed_large, VarType::fixed_small}) {
+    GaussianDiffusion d(Schedule::make(BetaSchedule::linear, 1000), MeanType::eps, vt);
+    auto g = gen(10);
+    auto x = ddpm_sample(d, exact_gaussian(full), at::randn({20000, 1}, g), g);
+    auto [m, s] = moments(x);
+    std::printf("DDPM 1000 steps %s: mean %.4f std %.4f\n", to_string(vt).c_str(), m, s);
+    EXPECT_NEAR(m, kMean, 0.01) << to_string(vt);
+    EXPECT_NEAR(s / kStd, 1.0, 0.02) << to_string(vt);
+  }
+}
+
+TEST(Samplers, DdimStdMatchesReferenceAndClosedFormAtEveryStepCount) {
+  // openai/improved-diffusion's DDIM with the same exact denoiser: N(0.1, 0.4²), T = 1000 linear, "ddimN" spacing.
+  const std::vector<std::pair<int64_t, double>> reference = {{10, 0.281}, {20, 0.335}, {50, 0.373}, {100, 0.387},
+                                                             {1000, 0.399}};
+  auto full = make_diffusion(1000);
+  auto base = Schedule::make(BetaSchedule::linear, 1000);
+  auto ac_full = cumprod(linear_betas(1000));
+  for (const auto& [steps, ref_std] : reference) {
+    auto kept = space_timesteps(1000, "ddim" + std::to_string(steps));
+    GaussianDiffusion d(base.respace(kept), MeanType::eps, VarType::fixed_large);
+    auto g = gen(20 + steps);
+    auto x = ddim_sample(d, exact_gaussian(full), at::randn({20000, 1}, g), 0.0, g);
+    auto [m, s] = moments(x);
+    const double exact = ddim_std_closed_form(ac_full, kept);
+    std::printf("DDIM %4lld steps: mean %.4f std %.4f (closed form %.4f, reference %.3f)\n",
+                static_cast<long long>(steps), m, s, exact, ref_std);
+    EXPECT_NEAR(s, ref_std, 0.003) << steps;
+    EXPECT_NEAR(s / exact, 1.0, 0.02) << steps;  // 20 000 samples: the std is known to ±0.5%
+    if (steps == 1000) {
+      EXPECT_NEAR(m, kMean, 0.01);
+      EXPECT_NEAR(s / kStd, 1.0, 0.02);
+    }
+  }
+}
+
+TEST(Samplers, DdimEtaOneMatchesTheDataToo) {
+  auto full = make_diffusion(1000);
+  auto g = gen(30);
+  auto x = ddim_sample(full, exact_gaussian(full), at::randn({20000, 1}, g), 1.0, g);
+  auto [m, s] = moments(x);
+  EXPECT_NEAR(m, kMean, 0.01);
+  EXPECT_NEAR(s / kStd, 1.0, 0.02);
+}
+
+TEST(Samplers, DdimInversionThenSamplingReturnsTheStart) {
+  auto full = make_diffusion(1000);
+  auto base = Schedule::make(BetaSchedule::linear, 1000);
+  auto g = gen(40);
+  auto x0 = kMean + kStd * at::randn({1000, 2}, g, at::TensorOptions().dtype(at::kDouble));
+  for (int64_t steps : {1000, 100, 20}) {
+    GaussianDiffusion d(base.respace(space_timesteps(1000, "ddim" + std::to_string(steps))), MeanType::eps,
+                        VarType::fixed_large);
+    auto den = exact_gaussian(full, 2);
+    for (int refine : {0, 4}) {
+      auto xT = ddim_invert(d, den, x0, {}, refine);
+      auto back = ddim_sample(d, den, xT, 0.0, g);
+      const double err = max_abs_diff(back, x0), mean_err = (back - x0).abs().mean().item<double>();
+      std::printf("DDIM inversion, %4lld steps, refine %d: |x0 - decode(encode(x0))| mean %.2e max %.2e\n",
+                  static_cast<long long>(steps), refine, mean_err, err);
+      // The latent is N(0, I) where DDIM itself is exact (at 20 steps it must undo DDIM's own shrinkage).
+      if (steps == 1000) EXPECT_NEAR(xT.std().item<double>(), 1.0, 0.05);
+      if (refine > 0) {
+        EXPECT_LT(err, steps == 20 ? 1e-3 : 1e-5) << steps;
+      } else if (steps == 1000) {
+        EXPECT_LT(mean_err, 2e-3);
+        EXPECT_LT(err, 1e-2);
+      } else {
+        EXPECT_LT(mean_err, steps == 100 ? 2e-2 : 1.5e-1) << steps;  // first order in the step size
+      }
+    }
+  }
+  // The mixture's denoiser is non-linear; at 1000 steps the round trip is still close.
+  auto mix = ExactMixtureDenoiser(toy_mixture("8gaussians"), full.alphas_cumprod()).as_denoiser();
+  auto pts = make_toy("8gaussians", 500, 3).x.to(at::kDouble);
+  auto back = ddim_sample(full, mix, ddim_invert(full, mix, pts), 0.0, g);
+  EXPECT_LT((back - pts).abs().mean().item<double>(), 2e-2);
+  auto exact_back = ddim_sample(full, mix, ddim_invert(full, mix, pts, {}, 4), 0.0, g);
+  std::printf("8 Gaussians, 1000 steps: mean error %.2e plain, %.2e refined\n",
+              (back - pts).abs().mean().item<double>(), (exact_back - pts).abs().mean().item<double>());
+  EXPECT_LT((exact_back - pts).abs().mean().item<double>(), 1e-3);
+}
+
+namespace {
+
+/// Fraction of samples in each mode of the 8-Gaussian ring (nearest centre) and the fraction within 0.5 of one.
+std::pair<std::vector<double>, double> mode_stats(const at::Tensor& x) {
+  auto g = toy_mixture("8gaussians");
+  auto centres = at::empty({8, 2}, at::TensorOptions().dtype(at::kDouble));
+  for (int k = 0; k < 8; ++k) centres[k] = at::tensor(g.means[k], at::TensorOptions().dtype(at::kDouble));
+  auto dist = at::cdist(x.to(at::kDouble), centres);
+  auto [dmin, arg] = dist.min(1);
+  std::vector<double> frac(8);
+  for (int k = 0; k < 8; ++k) frac[k] = (arg == k).to(at::kDouble).mean().item<double>();
+  return {frac, (dmin < 0.5).to(at::kDouble).mean().item<double>()};
+}
+
+}  // namespace
+
+TEST(Samplers, MixtureSamplesFallOnTheModesInProportion) {
+  auto full = make_diffusion(1000);
+  auto mix = ExactMixtureDenoiser(toy_mixture("8gaussians"), full.alphas_cumprod()).as_denoiser();
+  auto base = Schedule::make(BetaSchedule::linear, 1000);
+  GaussianDiffusion d100(base.respace(space_timesteps(1000, "ddim100")), MeanType::eps, VarType::fixed_large);
+  auto g = gen(50);
+  for (int which = 0; which < 2; ++which) {
+    auto x = which == 0 ? ddim_sample(d100, mix, at::randn({8000, 2}, g), 0.0, g)
+                        : ddpm_sample(full, mix, at::randn({8000, 2}, g), g);
+    auto [frac, near] = mode_stats(x);
+    for (int k = 0; k < 8; ++k) EXPECT_NEAR(frac[k], 0.125, 0.015) << (which ? "ddpm" : "ddim") << " mode " << k;
+    EXPECT_GT(near, 0.99) << (which ? "ddpm" : "ddim");
+  }
+}
+
+TEST(Samplers, GuidanceWithClassLabelsLandsOnTheRequestedMode) {
+  auto full = make_diffusion(1000);
+  ExactMixtureDenoiser exact(toy_mixture("8gaussians"), full.alphas_cumprod());
+  auto base = Schedule::make(BetaSchedule::linear, 1000);
+  GaussianDiffusion d(base.respace(space_timesteps(1000, "ddim50")), MeanType::eps, VarType::fixed_large);
+  auto g = gen(60);
+  for (double w : {0.0, 1.0, 3.0}) {
+    auto guided = classifier_free_guidance(exact.as_denoiser(), w, exact.null_label(), false);
+    for (int64_t k : {0, 3, 6}) {
+      SampleOptions o;
+      o.y = at::full({2000}, k, at::TensorOptions().dtype(at::kLong));
+      auto x = ddim_sample(d, guided, at::randn({2000, 2}, g), 0.0, g, o);
+      auto [frac, near] = mode_stats(x);
+      EXPECT_GT(frac[k], 0.99) << "w " << w << " class " << k;
+    }
+  }
+  // w = 0 is the conditional model itself; the guided output is (1+w) ε_c - w ε_u exactly.
+  auto x = at::randn({16, 2}, g);
+  auto t = full_t(16, 500);
+  auto y = at::full({16}, 2, at::TensorOptions().dtype(at::kLong));
+  auto g2 = classifier_free_guidance(exact.as_denoiser(), 2.0, 8, false)(x, t, y);
+  auto expect = 3.0 * exact(x, t, y) - 2.0 * exact(x, t, at::full({16}, 8, at::TensorOptions().dtype(at::kLong)));
+  EXPECT_LT(max_abs_diff(g2, expect), 1e-6);
+  EXPECT_THROW(classifier_free_guidance(exact.as_denoiser(), 1.0, 8, false)(x, t, at::Tensor()), InvalidArgument);
+}
+
+TEST(Samplers, ReportProgressAndRejectBadInput) {
+  auto d = make_diffusion(50);
+  auto den = exact_gaussian(d);
+  auto g = gen(70);
+  int64_t calls = 0, last = 0;
+  SampleOptions o;
+  o.progress = [&](int64_t done, int64_t total) {
+    ++calls;
+    last = done;
+    EXPECT_EQ(total, 50);
+  };
+  ddpm_sample(d, den, at::randn({4, 1}, g), g, o);
+  EXPECT_EQ(calls, 50);
+  EXPECT_EQ(last, 50);
+  EXPECT_THROW(ddim_sample(d, den, at::randn({4, 1}, g), -0.5, g), InvalidArgument);
+  // Same seed, same bytes.
+  auto g1 = gen(5), g2 = gen(5);
+  auto a = ddim_sample(d, den, at::randn({64, 1}, g1), 0.5, g1);
+  auto b = ddim_sample(d, den, at::randn({64, 1}, g2), 0.5, g2);
+  EXPECT_TRUE(a.equal(b));
+}
