@@ -103,7 +103,9 @@ TEST(Samplers, DdimInversionThenSamplingReturnsTheStart) {
       std::printf("DDIM inversion, %4lld steps, refine %d: |x0 - decode(encode(x0))| mean %.2e max %.2e\n",
                   static_cast<long long>(steps), refine, mean_err, err);
       // The latent is N(0, I) where DDIM itself is exact (at 20 steps it must undo DDIM's own shrinkage).
-      if (steps == 1000) EXPECT_NEAR(xT.std().item<double>(), 1.0, 0.05);
+      if (steps == 1000) {
+        EXPECT_NEAR(xT.std().item<double>(), 1.0, 0.05);
+      }
       if (refine > 0) {
         EXPECT_LT(err, steps == 20 ? 1e-3 : 1e-5) << steps;
       } else if (steps == 1000) {
