@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"ddpm: denoising diffusion probabilistic models in C++ (train, sample, evaluate)", "ddpm"};
   app.require_subcommand(1);
+  app.fallthrough();  // --threads and --quiet work before or after the subcommand
   auto& g = global_options();
   app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet,-q", g.quiet, "no progress display");

@@ -1,0 +1,181 @@
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "ddpm/data/points.h"
+#include "ddpm/errors.h"
+#include "ddpm/io/file.h"
+#include "ddpm/io/npy.h"
+#include "ddpm/io/safetensors.h"
+#include "support.h"
+
+using namespace ddpm;
+using namespace ddpm::test;
+
+namespace {
+
+std::string data(const std::string& name) { return std::string(DDPM_TEST_DATA) + "/" + name; }
+
+std::string tmp(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("ddpm_test_io_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+}  // namespace
+
+TEST(Npy, ReadsFilesWrittenByNumpy) {
+  auto a = read_npy(data("points_f32.npy"));
+  ASSERT_EQ(a.scalar_type(), at::kFloat);
+  EXPECT_TRUE(a.equal(at::tensor({0.5f, -1.25f, 2.0f, 3.5f, -0.125f, 7.0f}).view({3, 2})));
+  auto b = read_npy(data("points_f64.npy"));
+  ASSERT_EQ(b.scalar_type(), at::kDouble);
+  EXPECT_EQ(b.sizes(), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(b[0][0].item<double>(), 1e-3);
+  auto l = read_npy(data("labels_i64.npy"));
+  EXPECT_TRUE(l.equal(at::tensor({2, 0, 1}, at::TensorOptions().dtype(at::kLong))));
+  auto p = load_points_npy(data("points_f32.npy"), data("labels_i64.npy"));
+  EXPECT_EQ(p.num_classes, 3);
+}
+
+TEST(Npy, WriteThenReadRoundTripsEveryDtype) {
+  for (auto dt : {at::kFloat, at::kDouble, at::kLong, at::kInt, at::kByte}) {
+    auto t = (at::rand({4, 5}, gen(1)) * 100).to(dt);
+    write_npy(tmp("rt.npy"), t);
+    auto r = read_npy(tmp("rt.npy"));
+    EXPECT_EQ(r.scalar_type(), dt);
+    EXPECT_TRUE(r.equal(t));
+  }
+  // Header is padded so that the data starts on a 64-byte boundary, as NumPy writes it.
+  write_npy(tmp("pad.npy"), at::zeros({3}));
+  EXPECT_EQ((std::filesystem::file_size(tmp("pad.npy")) - 12) % 64, 0u);
+  write_npy(tmp("scalar_vec.npy"), at::ones({1}));
+  EXPECT_EQ(read_npy(tmp("scalar_vec.npy")).sizes(), (std::vector<int64_t>{1}));
+}
+
+TEST(Npy, BadFilesGiveErrorsNamingTheProblem) {
+  EXPECT_THROW(read_npy(tmp("missing.npy")), IoError);
+  const std::string full = read_file(data("points_f32.npy"));
+  write_bytes(tmp("trunc.npy"), full.substr(0, full.size() - 5));
+  try {
+    read_npy(tmp("trunc.npy"));
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  write_bytes(tmp("short.npy"), full.substr(0, 20));
+  EXPECT_THROW(read_npy(tmp("short.npy")), FormatError);
+  write_bytes(tmp("text.npy"), "hello, not numpy at all");
+  EXPECT_THROW(read_npy(tmp("text.npy")), FormatError);
+  EXPECT_THROW(read_npy(data("fortran_f32.npy")), FormatError);
+  EXPECT_THROW(load_points_npy(data("cube_f32.npy")), FormatError);   // not N×D
+  EXPECT_THROW(load_points_npy(data("labels_i64.npy")), FormatError);  // 1-D integers
+  EXPECT_THROW(load_points_npy(data("points_f32.npy"), data("points_f64.npy")), FormatError);  // bad labels
+}
+
+TEST(SafeTensors, DecodesBytesAssembledFromTheSpecification) {
+  // 8-byte little-endian header size, JSON header, then the data buffer (huggingface/safetensors README).
+  const std::string header =
+      R"({"__metadata__":{"k":"v"},"b":{"dtype":"I64","shape":[2],"data_offsets":[8,24]},)"
+      R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  bytes += header;
+  const float fa[2] = {1.5f, -2.0f};
+  const int64_t ib[2] = {7, -9};
+  bytes.append(reinterpret_cast<const char*>(fa), 8);
+  bytes.append(reinterpret_cast<const char*>(ib), 16);
+  auto st = decode_safetensors(bytes);
+  EXPECT_EQ(st.metadata.at("k"), "v");
+  EXPECT_TRUE(st.at("a").equal(at::tensor({1.5f, -2.0f})));
+  EXPECT_TRUE(st.at("b").equal(at::tensor({7, -9}, at::TensorOptions().dtype(at::kLong))));
+}
+
+TEST(SafeTensors, EncodingFollowsTheSpecificationAndRoundTrips) {
+  SafeTensors st;
+  st.tensors = {{"w", at::randn({3, 4}, gen(2))}, {"step", at::tensor({5}, at::TensorOptions().dtype(at::kLong))},
+                {"h", at::randn({2}, gen(3)).to(at::kDouble)}};
+  st.metadata["config"] = R"({"a": 1})";
+  const std::string bytes = encode_safetensors(st);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  EXPECT_EQ(n % 8, 0u);  // header padded to 8 bytes, so the buffer is aligned
+  auto header = nlohmann::json::parse(bytes.substr(8, n));
+  EXPECT_EQ(header["w"]["dtype"], "F32");
+  EXPECT_EQ(header["w"]["shape"], nlohmann::json({3, 4}));
+  EXPECT_EQ(header["__metadata__"]["config"], R"({"a": 1})");
+  EXPECT_EQ(bytes.size(), 8 + n + 3 * 4 * 4 + 8 + 2 * 8);
+  save_safetensors(tmp("m.safetensors"), st);
+  auto back = load_safetensors(tmp("m.safetensors"));
+  ASSERT_EQ(back.tensors.size(), 3u);
+  for (const auto& [name, t] : st.tensors) EXPECT_TRUE(back.at(name).equal(t)) << name;
+  EXPECT_EQ(back.metadata, st.metadata);
+}
+
+TEST(SafeTensors, RejectsMalformedFiles) {
+  SafeTensors st;
+  st.tensors = {{"w", at::randn({8})}};
+  const std::string good = encode_safetensors(st);
+  EXPECT_THROW(decode_safetensors(good.substr(0, good.size() - 1)), FormatError);  // truncated data
+  EXPECT_THROW(decode_safetensors(good.substr(0, 12)), FormatError);                // truncated header
+  EXPECT_THROW(decode_safetensors(good + "xx"), FormatError);                       // trailing bytes
+  std::string bad_json = good;
+  bad_json[9] = '!';
+  EXPECT_THROW(decode_safetensors(bad_json), FormatError);
+  EXPECT_THROW(load_safetensors(tmp("nope.safetensors")), IoError);
+}
+
+TEST(Files, AtomicWritesReplaceWholeFilesAndReportUnwritablePaths) {
+  write_file_atomic(tmp("a.txt"), "first");
+  write_file_atomic(tmp("a.txt"), "second");
+  EXPECT_EQ(read_file(tmp("a.txt")), "second");
+  EXPECT_THROW(write_file_atomic("/proc/definitely/not/here.txt", "x"), IoError);
+  EXPECT_THROW(ensure_directory("/proc/ddpm_cannot_exist"), IoError);
+}
+
+TEST(Points, ToySetsAreSeededAndShaped) {
+  for (const auto& name : toy_names()) {
+    auto a = make_toy(name, 500, 1), b = make_toy(name, 500, 1), c = make_toy(name, 500, 2);
+    EXPECT_EQ(a.x.sizes(), (std::vector<int64_t>{500, 2})) << name;
+    EXPECT_TRUE(a.x.equal(b.x)) << name;
+    EXPECT_FALSE(a.x.equal(c.x)) << name;
+    EXPECT_TRUE(a.x.isfinite().all().item<bool>());
+  }
+  auto ring = make_toy("8gaussians", 8000, 3);
+  EXPECT_EQ(ring.num_classes, 8);
+  // Each point lies near the mode its label names.
+  auto g = toy_mixture("8gaussians");
+  for (int64_t i = 0; i < 100; ++i) {
+    const int64_t k = ring.labels[i].item<int64_t>();
+    EXPECT_LT(std::hypot(ring.x[i][0].item<double>() - g.means[k][0], ring.x[i][1].item<double>() - g.means[k][1]), 0.6);
+  }
+  auto counts = at::bincount(ring.labels, {}, 8).to(at::kDouble) / 8000.0;
+  EXPECT_LT((counts - 0.125).abs().max().item<double>(), 0.02);
+  auto moons = make_toy("moons", 1000, 1);
+  EXPECT_EQ(moons.num_classes, 2);
+  auto gauss = make_toy("gaussian", 20000, 1);
+  EXPECT_NEAR(gauss.x.mean().item<double>(), 0.1, 0.01);
+  EXPECT_NEAR(gauss.x.std().item<double>(), 0.4, 0.01);
+  auto cb = make_toy("checkerboard", 4000, 1).x;
+  EXPECT_LE(cb.abs().max().item<double>(), 2.0);
+  // On the checkerboard, floor(x1) + floor(x2) is always even.
+  EXPECT_TRUE((at::remainder(at::floor(cb.select(1, 0)) + at::floor(cb.select(1, 1)), 2) == 0).all().item<bool>());
+  EXPECT_THROW(make_toy("spiral", 10, 1), InvalidArgument);
+}
+
+TEST(Points, MixtureJson) {
+  write_bytes(tmp("mix.json"), R"({"weights": [1, 3], "means": [[0, 0], [1, 1]], "stds": [0.1, 0.2]})");
+  auto g = load_mixture_json(tmp("mix.json"));
+  EXPECT_EQ(g.num_components(), 2);
+  EXPECT_EQ(g.dim(), 2);
+  write_bytes(tmp("bad.json"), R"({"weights": [1], "means": [[0, 0]], "stds": [-1]})");
+  EXPECT_THROW(load_mixture_json(tmp("bad.json")), FormatError);
+  write_bytes(tmp("bad2.json"), R"({"weights": [1, 2], "means": [[0, 0]]})");
+  EXPECT_THROW(load_mixture_json(tmp("bad2.json")), FormatError);
+}
