@@ -27,6 +27,8 @@ bool on_image_grid(const at::Tensor& x) {
 }
 
 void run_nll(NllArgs& a) {
+  check_writable(a.csv);
+  check_writable(a.plot);
   auto h = load_model_spec(a.model, a.diffusion);
   auto data = load_data_spec(a.data, a.num, a.data_seed, a.labels);
   if (a.quantize) data.x = (((data.x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1).to(at::kFloat);

@@ -29,6 +29,8 @@ void run_sample(SampleArgs& a) {
     throw InvalidArgument("unknown sampler '" + a.sampler + "' (choose ddpm or ddim)");
   if (!(a.eta >= 0)) throw InvalidArgument("--eta must be ≥ 0 (got " + std::to_string(a.eta) + ")");
   if (a.num < 1) throw InvalidArgument("--num must be at least 1");
+  check_writable(a.out_npy);
+  check_writable(a.plot);
   auto h = load_model_spec(a.model, a.diffusion);
   const int64_t T = h.diffusion.timesteps;
   const int64_t steps = a.steps.value_or(a.sampler == "ddim" ? std::min<int64_t>(50, T) : T);

@@ -18,6 +18,9 @@ struct ScheduleArgs {
 };
 
 void run_schedule(const ScheduleArgs& a) {
+  check_writable(a.csv);
+  check_writable(a.plot);
+  check_writable(a.plot_snr);
   std::vector<std::string> names;
   {
     std::stringstream ss(a.schedules);

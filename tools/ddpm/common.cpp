@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "ddpm/errors.h"
@@ -211,6 +212,16 @@ void Progress::draw(int64_t done, const std::string& extra, bool final) {
   } else {
     std::cerr << label_ << ": " << stats << (extra.empty() ? "" : "  ") << extra << "\n" << std::flush;
   }
+}
+
+void check_writable(const std::string& path) {
+  if (path.empty()) return;
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  if (!fs::is_directory(parent)) throw IoError("cannot write '" + path + "': directory '" + parent.string() + "' does not exist");
+  if (::access(parent.c_str(), W_OK) != 0) throw IoError("cannot write '" + path + "': directory not writable");
+  if (fs::is_directory(p)) throw IoError("cannot write '" + path + "': it is a directory");
 }
 
 void write_text(const std::string& path, const std::string& text) { write_file_atomic(path, text); }

@@ -78,6 +78,9 @@ struct GlobalOptions {
 };
 GlobalOptions& global_options();
 
+/// Throws IoError unless a file can be created at `path` (checked before long work starts); empty = no file.
+void check_writable(const std::string& path);
+
 /// Writes `text` to `path` atomically (CSV, JSON); throws IoError.
 void write_text(const std::string& path, const std::string& text);
 

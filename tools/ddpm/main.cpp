@@ -46,7 +46,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << "ddpm: error: " << first_line(e.what()) << " (see ddpm --help)\n";
+    return e.get_exit_code();
   } catch (const ddpm::Error& e) {
     std::cerr << "ddpm: error: " << first_line(e.what()) << "\n";
     return 1;

@@ -1,0 +1,184 @@
+// The command-line tool as a user meets it: one-line errors, exit codes, crash-safe checkpoints, resumption.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "ddpm/io/checkpoint.h"
+#include "ddpm/io/npy.h"
+#include "ddpm/io/safetensors.h"
+#include "support.h"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string output;
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(DDPM_CLI) + " --threads 1 " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+std::string dir() {
+  static const std::string d = [] {
+    auto p = fs::temp_directory_path() / ("ddpm_test_cli_" + std::to_string(::getpid()));
+    fs::create_directories(p);
+    return p.string();
+  }();
+  return d;
+}
+
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+/// A user mistake: non-zero exit, exactly one line, naming the problem.
+void expect_one_line_error(const std::string& args, const std::string& needle) {
+  auto r = run(args);
+  EXPECT_NE(r.code, 0) << args;
+  EXPECT_EQ(count_lines(r.output), 1) << args << "\n" << r.output;
+  EXPECT_EQ(r.output.rfind("ddpm: error: ", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.output;
+  EXPECT_EQ(r.output.find("terminate"), std::string::npos) << r.output;
+}
+
+const std::string kTiny = " --hidden 16 --blocks 1 --batch 64 --data-size 2000 ";
+
+}  // namespace
+
+TEST(Cli, HelpAndVersion) {
+  for (const char* sub : {"", "train", "sample", "nll", "schedule", "info"}) {
+    auto r = run(std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << sub;
+  }
+  EXPECT_NE(run("sample --help").output.find("--guidance"), std::string::npos);
+}
+
+TEST(Cli, BadInputGivesOneLineAndNonZeroExit) {
+  const std::string d = dir();
+  {
+    std::ofstream(d + "/trunc.npy", std::ios::binary) << "\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'";
+    ddpm::write_npy(d + "/cube.npy", at::zeros({2, 2, 2}));
+    ddpm::write_npy(d + "/x3.npy", at::zeros({10, 3}));
+  }
+  expect_one_line_error("train --data " + d + "/missing.npy --out " + d + "/r", "missing.npy");
+  expect_one_line_error("train --data " + d + "/trunc.npy --out " + d + "/r", "trunc.npy");
+  expect_one_line_error("train --data " + d + "/cube.npy --out " + d + "/r", "N×D");
+  expect_one_line_error("train --schedule cosin --out " + d + "/r", "unknown schedule 'cosin'");
+  expect_one_line_error("train --mean-type epsilon --out " + d + "/r", "unknown mean type");
+  expect_one_line_error("train --var-type big --out " + d + "/r", "unknown variance type");
+  expect_one_line_error("train --loss l1 --out " + d + "/r", "unknown loss");
+  expect_one_line_error("train --timestep-sampler often --out " + d + "/r", "unknown timestep sampler");
+  expect_one_line_error("train --timesteps 0 --out " + d + "/r", "at least 1");
+  expect_one_line_error("train --data toy:spiral --out " + d + "/r", "unknown toy data set");
+  expect_one_line_error("train --out /proc/ddpm_not_writable", "/proc/ddpm_not_writable");
+  expect_one_line_error("sample -m gmm:8gaussians --sampler euler", "unknown sampler 'euler'");
+  expect_one_line_error("sample -m gmm:8gaussians --sampler ddim --eta -1", "eta");
+  expect_one_line_error("sample -m gmm:8gaussians --steps 5000", "between 1 and T");
+  expect_one_line_error("sample -m gmm:8gaussians --spacing sideways", "unknown spacing");
+  expect_one_line_error("sample -m gmm:8gaussians -n 10 --out-npy /proc/nope/x.npy", "/proc/nope/x.npy");
+  expect_one_line_error("sample -m gmm:8gaussians --init " + d + "/x3.npy", "x3.npy");
+  expect_one_line_error("sample -m gmm:" + d + "/none.json", "none.json");
+  expect_one_line_error("sample -m gaussian:mean=0,std=-1", "std");
+  expect_one_line_error("sample -m " + d + "/missing.safetensors", "missing.safetensors");
+  expect_one_line_error("sample -m " + d + "/trunc.npy", "trunc.npy");  // not a checkpoint
+  expect_one_line_error("sample -m gmm:8gaussians --guidance 2", "--class");
+  expect_one_line_error("sample -m gmm:8gaussians --frobnicate", "frobnicate");
+  expect_one_line_error("nll -m gaussian:dim=3 --data toy:moons", "dimensions");
+}
+
+TEST(Cli, CheckpointRefusesContradictingSettings) {
+  const std::string d = dir() + "/mismatch";
+  auto r = run("train -q --steps 20 --timesteps 100 --schedule cosine" + kTiny + "--out " + d);
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_one_line_error("sample -m " + d + "/checkpoint.safetensors --timesteps 1000", "--timesteps 100");
+  expect_one_line_error("sample -m " + d + "/checkpoint.safetensors --schedule linear", "--schedule cosine");
+  expect_one_line_error("train --resume --var-type fixed_small" + kTiny + "--out " + d, "--var-type fixed_large");
+  auto ok = run("sample -q -m " + d + "/checkpoint.safetensors --timesteps 100 --schedule cosine -n 10 --json");
+  EXPECT_EQ(ok.code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("\"num\":10"), std::string::npos) << ok.output;
+  auto info = run("info " + d + "/checkpoint.safetensors");
+  EXPECT_EQ(info.code, 0);
+  EXPECT_NE(info.output.find("cosine"), std::string::npos);
+  EXPECT_NE(info.output.find("train -q --steps 20"), std::string::npos) << info.output;  // the command is recorded
+}
+
+TEST(Cli, KilledTrainingLeavesALoadableCheckpointAndResumesExactly) {
+  const std::string straight = dir() + "/straight", killed = dir() + "/killed";
+  const std::string args = "train -q --steps 400 --checkpoint-every 25 --seed 3" + kTiny;
+  auto a = run(args + "--out " + straight);
+  ASSERT_EQ(a.code, 0) << a.output;
+
+  // Start the same run, SIGKILL it once a checkpoint exists, mid-run.
+  std::vector<std::string> argv_s = {DDPM_CLI, "--threads", "1"};
+  {
+    std::istringstream ss(args + "--out " + killed);
+    std::string w;
+    while (ss >> w) argv_s.push_back(w);
+  }
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, DDPM_CLI, nullptr, nullptr, argv.data(), environ), 0);
+  const std::string ckpt = killed + "/checkpoint.safetensors";
+  for (int i = 0; i < 6000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(fs::exists(ckpt));
+  auto st = ddpm::load_train_state(ckpt);  // loadable, whatever moment the kill hit
+  const int64_t step_at_kill = st.meta.at("step").get<int64_t>();
+  std::printf("killed at a checkpoint of step %lld (killed: %s)\n", static_cast<long long>(step_at_kill),
+              WIFSIGNALED(status) ? "yes" : "finished first");
+  EXPECT_GE(step_at_kill, 25);
+
+  auto r = run("train -q --resume --out " + killed);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto x = ddpm::load_safetensors(straight + "/checkpoint.safetensors");
+  auto y = ddpm::load_safetensors(ckpt);
+  EXPECT_EQ(x.metadata.at("step"), "400");
+  EXPECT_EQ(y.metadata.at("step"), "400");
+  for (const auto& [name, t] : x.tensors) EXPECT_TRUE(y.at(name).equal(t)) << name << " differs after resuming";
+  // --resume with nothing to resume is a one-line error.
+  expect_one_line_error("train --resume --out " + dir() + "/empty", "nothing to resume");
+}
+
+TEST(Cli, SameSeedSameBytes) {
+  const std::string d = dir();
+  ASSERT_EQ(run("sample -q -m gmm:8gaussians --sampler ddim --steps 20 --eta 0.5 -n 200 --seed 9 -o " + d + "/s1.npy").code, 0);
+  ASSERT_EQ(run("sample -q -m gmm:8gaussians --sampler ddim --steps 20 --eta 0.5 -n 200 --seed 9 -o " + d + "/s2.npy").code, 0);
+  ASSERT_EQ(run("sample -q -m gmm:8gaussians --sampler ddim --steps 20 --eta 0.5 -n 200 --seed 8 -o " + d + "/s3.npy").code, 0);
+  auto s1 = ddpm::read_npy(d + "/s1.npy"), s2 = ddpm::read_npy(d + "/s2.npy"), s3 = ddpm::read_npy(d + "/s3.npy");
+  EXPECT_TRUE(s1.equal(s2));
+  EXPECT_FALSE(s1.equal(s3));
+  auto n1 = run("nll -q -m gaussian:mean=0.1,std=0.4,dim=2 --data toy:gaussian -n 500 --timesteps 100 --json");
+  auto n2 = run("nll -q -m gaussian:mean=0.1,std=0.4,dim=2 --data toy:gaussian -n 500 --timesteps 100 --json");
+  EXPECT_EQ(n1.code, 0) << n1.output;
+  EXPECT_EQ(n1.output, n2.output);
+  EXPECT_NE(n1.output.find("\"bits_per_dim\""), std::string::npos);
+  EXPECT_NE(n1.output.find("\"stderr\""), std::string::npos);
+}
