@@ -36,16 +36,27 @@ at::Tensor MLPDenoiser::forward(const at::Tensor& x, const at::Tensor& t, const 
   if (x.dim() != 2 || x.size(1) != options_.dim)
     throw InvalidArgument("the MLP expects points of shape [B, " + std::to_string(options_.dim) + "], got " +
                           std::string(c10::str(x.sizes())));
-  auto temb = time_fc2(F::silu(time_fc1(timestep_embedding(t, options_.time_dim).to(x.dtype()))));
+  // The conditioning depends only on (t, y): evaluate it once per distinct pair. In sampling every row shares
+  // one t, so this removes all but one row of the time-embedding work.
+  at::Tensor key = t;
+  at::Tensor labels;
   if (options_.num_classes > 0) {
-    auto labels = y.defined() ? y : at::full({x.size(0)}, options_.num_classes, t.options());
-    temb = temb + class_emb(labels);
+    labels = y.defined() ? y : at::full({x.size(0)}, options_.num_classes, t.options());
+    key = t * (options_.num_classes + 1) + labels;
   }
+  at::Tensor uniq, inverse;
+  std::tie(uniq, inverse, std::ignore) = at::_unique2(key, /*sorted=*/false, /*return_inverse=*/true);
+  const bool dedup = uniq.size(0) < key.size(0);
+  auto tu = dedup ? (options_.num_classes > 0 ? at::floor_divide(uniq, options_.num_classes + 1) : uniq) : t;
+  auto temb = time_fc2(F::silu(time_fc1(timestep_embedding(tu, options_.time_dim).to(x.dtype()))));
+  if (options_.num_classes > 0)
+    temb = temb + class_emb(dedup ? at::remainder(uniq, options_.num_classes + 1) : labels);
   auto act = F::silu(temb);
   auto h = in_proj(x);
   for (int64_t b = 0; b < options_.blocks; ++b) {
-    auto u = fc1[b]->as<torch::nn::Linear>()->forward(F::silu(h)) +
-             temb_proj[b]->as<torch::nn::Linear>()->forward(act);
+    auto cond = temb_proj[b]->as<torch::nn::Linear>()->forward(act);
+    if (dedup) cond = cond.index_select(0, inverse);
+    auto u = fc1[b]->as<torch::nn::Linear>()->forward(F::silu(h)) + cond;
     h = h + fc2[b]->as<torch::nn::Linear>()->forward(F::silu(u));
   }
   return out_proj(F::silu(h));
