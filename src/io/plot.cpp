@@ -122,6 +122,14 @@ void fix_range(double& lo, double& hi) {
   }
 }
 
+/// Leaves room on the left for the widest y tick label and the rotated axis label.
+void fit_left_margin(Frame& f, bool log_y) {
+  int widest = 0;
+  for (double v : nice_ticks(f.y_lo, f.y_hi))
+    widest = std::max(widest, Canvas::text_width(log_y ? "1e" + format_tick(v) : format_tick(v)));
+  f.left = std::max(f.left, widest + 48);
+}
+
 void draw_frame(Canvas& c, const Frame& f, const PlotOptions& o, bool log_y) {
   for (double v : nice_ticks(f.x_lo, f.x_hi)) {
     const float x = f.px(v);
@@ -139,7 +147,10 @@ void draw_frame(Canvas& c, const Frame& f, const PlotOptions& o, bool log_y) {
   c.rect(f.left, f.h - f.bottom, f.w - f.right, f.h - f.bottom + 1, kBlack);
   c.rect(f.w - f.right, f.top, f.w - f.right + 1, f.h - f.bottom + 1, kBlack);
   c.rect(f.left, f.top, f.w - f.right + 1, f.top + 1, kBlack);
-  if (!o.title.empty()) c.text((f.w - Canvas::text_width(o.title, 2.5f)) / 2.f, 14, o.title, kBlack, 2.5f);
+  if (!o.title.empty()) {
+    const float scale = Canvas::text_width(o.title, 2.5f) < f.w - 20 ? 2.5f : 2.f;
+    c.text((f.w - Canvas::text_width(o.title, scale)) / 2.f, 14, o.title, kBlack, scale);
+  }
   if (!o.xlabel.empty()) c.text((f.w - Canvas::text_width(o.xlabel)) / 2.f, f.h - 32, o.xlabel, kBlack);
   if (!o.ylabel.empty())
     c.text(12, (f.h + Canvas::text_width(o.ylabel)) / 2.f, o.ylabel, kBlack, 2.f, /*vertical=*/true);
@@ -185,6 +196,7 @@ void save_scatter_png(const std::string& path, const std::vector<ScatterLayer>& 
   f.x_lo = o.x_lo, f.x_hi = o.x_hi, f.y_lo = o.y_lo, f.y_hi = o.y_hi;
   fix_range(f.x_lo, f.x_hi);
   fix_range(f.y_lo, f.y_hi);
+  fit_left_margin(f, false);
   Canvas c(o.width, o.height);
   draw_frame(c, f, o, false);
   std::vector<std::pair<std::string, Color>> legend;
@@ -204,7 +216,8 @@ void save_line_plot_png(const std::string& path, const std::vector<LineSeries>& 
   Frame f;
   f.w = o.width;
   f.h = o.height;
-  auto ty = [&](double y) { return o.log_y ? std::log10(std::max(y, 1e-300)) : y; };
+  // On a log axis, values ≤ 0 have no place: they are left out (a gap in the curve).
+  auto ty = [&](double y) { return o.log_y ? (y > 0 ? std::log10(y) : NAN) : y; };
   double xlo = 1e300, xhi = -1e300, ylo = 1e300, yhi = -1e300;
   for (const auto& s : series)
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
@@ -220,6 +233,7 @@ void save_line_plot_png(const std::string& path, const std::vector<LineSeries>& 
   f.x_lo = o.x_lo, f.x_hi = o.x_hi, f.y_lo = o.y_lo, f.y_hi = o.y_hi;
   fix_range(f.x_lo, f.x_hi);
   fix_range(f.y_lo, f.y_hi);
+  fit_left_margin(f, o.log_y);
   Canvas c(o.width, o.height);
   draw_frame(c, f, o, o.log_y);
   std::vector<std::pair<std::string, Color>> legend;

@@ -15,7 +15,7 @@ struct NllArgs {
   std::string model, data = "toy:8gaussians", labels, decoder = "auto", csv, plot;
   int64_t num = 2000, batch = 1000;
   uint64_t data_seed = 1, seed = 0;
-  bool json = false, quantize = false, clip = false;
+  bool json = false, quantize = false, clip = false, conditional = false;
   DiffusionFlags diffusion;
 };
 
@@ -45,7 +45,14 @@ void run_nll(NllArgs& a) {
   const int64_t T = diffusion.num_timesteps();
   Progress bar("nll", (data.size() + a.batch - 1) / a.batch * T);
   o.progress = [&](int64_t done, int64_t) { bar.update(done); };
-  at::Tensor labels = h.num_classes > 0 && data.labels.defined() ? data.labels : at::Tensor();
+  at::Tensor labels;
+  if (a.conditional) {
+    if (h.num_classes == 0) throw InvalidArgument("--conditional needs a class-conditional model");
+    if (!data.labels.defined()) throw InvalidArgument("--conditional needs labelled data");
+    if (data.num_classes > h.num_classes)
+      throw InvalidArgument("the data has more classes than the model (" + std::to_string(h.num_classes) + ")");
+    labels = data.labels;
+  }
   auto s = evaluate_nll(diffusion, h.denoiser, data.x, labels, o);
   bar.finish();
 
@@ -66,7 +73,10 @@ void run_nll(NllArgs& a) {
     ls.color = palette(0);
     ls.label = "L_t (bits/dim)";
     PlotOptions po;
-    po.title = "VLB terms, total " + std::to_string(s.bits_per_dim).substr(0, 6) + " bits/dim";
+    char title[160];
+    std::snprintf(title, sizeof title, "VLB terms: total %.4f bits/dim, L_0 %.4g, L_T %.3g", s.bits_per_dim,
+                  s.terms[0], s.prior_bpd);
+    po.title = title;
     po.xlabel = "timestep t";
     po.ylabel = "bits/dim (log scale)";
     po.log_y = true;
@@ -100,6 +110,7 @@ void register_nll(CLI::App& app) {
   c->add_flag("--quantize", a->quantize, "round the data to the 256-level grid of [-1, 1] first (as images)");
   c->add_option("--decoder", a->decoder, "L_0 likelihood: auto, discrete (256 bins), continuous")->capture_default_str();
   c->add_flag("--clip", a->clip, "clip x̂0 to [-1, 1]");
+  c->add_flag("--conditional", a->conditional, "evaluate -log p(x | y) with the data's labels (default: p(x))");
   c->add_option("--batch", a->batch, "points per batch")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of the forward-process noise")->capture_default_str();
   c->add_option("--csv", a->csv, "write every term (prior, L_{t-1}, L_0) to this CSV");

@@ -28,10 +28,15 @@ struct TrainArgs {
   uint64_t data_seed = 0;
   bool conditional = false, resume = false;
   std::optional<double> label_dropout;
-  int64_t hidden = 256, blocks = 3;
+  int64_t hidden = 128, blocks = 3;
   int64_t checkpoint_every = 1000, log_every = 100;
   DiffusionFlags diffusion;
-  TrainConfig train;
+  TrainConfig train = [] {
+    TrainConfig t;
+    t.steps = 4000;
+    t.lr = 2e-3;
+    return t;
+  }();
   std::optional<int64_t> steps;
 };
 
@@ -144,7 +149,7 @@ void register_train(CLI::App& app) {
   c->add_flag("--conditional", a->conditional, "train class-conditionally on the data's labels (for guidance)");
   c->add_option("--label-dropout", a->label_dropout, "probability of the null label when conditional [0.1]");
   a->diffusion.add(c, true);
-  c->add_option("--steps", a->steps, "optimisation steps [5000]");
+  c->add_option("--steps", a->steps, "optimisation steps [4000]");
   c->add_option("--batch", a->train.batch, "batch size")->capture_default_str();
   c->add_option("--lr", a->train.lr, "Adam learning rate")->capture_default_str();
   c->add_option("--warmup", a->train.warmup, "linear learning-rate warm-up steps")->capture_default_str();

@@ -193,7 +193,7 @@ void Progress::draw(int64_t done, const std::string& extra, bool final) {
   const int decile = static_cast<int>(frac * 10);
   if (tty_) {
     if (!final && now - last_ < std::chrono::milliseconds(100)) return;
-  } else if (!final && decile == last_decile_) {
+  } else if (!final && (decile == last_decile_ || done >= total_)) {
     return;
   }
   last_ = now;
