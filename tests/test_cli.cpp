@@ -115,7 +115,11 @@ TEST(Cli, CheckpointRefusesContradictingSettings) {
   ASSERT_EQ(r.code, 0) << r.output;
   expect_one_line_error("sample -m " + d + "/checkpoint.safetensors --timesteps 1000", "--timesteps 100");
   expect_one_line_error("sample -m " + d + "/checkpoint.safetensors --schedule linear", "--schedule cosine");
-  expect_one_line_error("train --resume --var-type fixed_small" + kTiny + "--out " + d, "--var-type fixed_large");
+  expect_one_line_error("train --resume --var-type fixed_small --out " + d, "--var-type fixed_large");
+  expect_one_line_error("train --resume --hidden 32 --out " + d, "--hidden 16");
+  expect_one_line_error("train --resume --data toy:moons --out " + d, "--data toy:8gaussians");
+  expect_one_line_error("train --resume --conditional --out " + d, "unconditionally");
+  expect_one_line_error("train --resume --lr 0.1 --out " + d, "--lr");
   auto ok = run("sample -q -m " + d + "/checkpoint.safetensors --timesteps 100 --schedule cosine -n 10 --json");
   EXPECT_EQ(ok.code, 0) << ok.output;
   EXPECT_NE(ok.output.find("\"num\":10"), std::string::npos) << ok.output;

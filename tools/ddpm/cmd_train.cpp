@@ -23,12 +23,13 @@ std::atomic<bool> g_interrupted{false};
 void on_signal(int) { g_interrupted = true; }
 
 struct TrainArgs {
-  std::string data = "toy:8gaussians", labels, out = "runs/toy";
-  int64_t data_size = 50000;
-  uint64_t data_seed = 0;
+  std::optional<std::string> data, labels;
+  std::string out = "runs/toy";
+  std::optional<int64_t> data_size;
+  std::optional<uint64_t> data_seed;
   bool conditional = false, resume = false;
   std::optional<double> label_dropout;
-  int64_t hidden = 128, blocks = 3;
+  std::optional<int64_t> hidden, blocks;
   int64_t checkpoint_every = 1000, log_every = 100;
   DiffusionFlags diffusion;
   TrainConfig train = [] {
@@ -38,6 +39,7 @@ struct TrainArgs {
     return t;
   }();
   std::optional<int64_t> steps;
+  std::vector<CLI::Option*> fixed_on_resume;  // hyperparameters a resumed run takes from its checkpoint
 };
 
 std::string fmt(double v) {
@@ -51,14 +53,40 @@ void run_train(TrainArgs& a) {
   const std::string ckpt = a.out + "/checkpoint.safetensors";
   const std::string metrics_path = a.out + "/metrics.jsonl";
 
-  nlohmann::json data_meta = {{"spec", a.data}, {"size", a.data_size}, {"seed", a.data_seed}, {"labels", a.labels}};
+  nlohmann::json data_meta = {{"spec", a.data.value_or("toy:8gaussians")},
+                               {"size", a.data_size.value_or(50000)},
+                               {"seed", a.data_seed.value_or(0)},
+                               {"labels", a.labels.value_or("")}};
   std::unique_ptr<Trainer> trainer;
   PointSet data;
   if (a.resume) {
     if (!std::filesystem::exists(ckpt))
       throw IoError("nothing to resume: '" + ckpt + "' does not exist (run without --resume to start)");
+    for (auto* opt : a.fixed_on_resume)
+      if (opt->count() > 0)
+        throw ConfigMismatch(opt->get_name() + " is stored in '" + ckpt +
+                             "'; --resume continues with it (drop the flag, or start a new run)");
     auto st = load_train_state(ckpt);
-    auto net = make_network(st.meta.at("network"));
+    // Settings that define the run come from the checkpoint; a flag that contradicts them is refused.
+    const auto& stored_net = st.meta.at("network");
+    const auto stored_data = st.meta.value("data", data_meta);
+    auto refuse = [&](const char* flag, const auto& given, const nlohmann::json& stored) {
+      if (given && nlohmann::json(*given) != stored)
+        throw ConfigMismatch("'" + ckpt + "' was trained with " + flag + " " +
+                             (stored.is_string() ? stored.get<std::string>() : stored.dump()) +
+                             "; --resume cannot change it (drop the flag)");
+    };
+    refuse("--hidden", a.hidden, stored_net.value("hidden", nlohmann::json()));
+    refuse("--blocks", a.blocks, stored_net.value("blocks", nlohmann::json()));
+    refuse("--data", a.data, stored_data.value("spec", nlohmann::json()));
+    refuse("--data-size", a.data_size, stored_data.value("size", nlohmann::json()));
+    refuse("--data-seed", a.data_seed, stored_data.value("seed", nlohmann::json()));
+    refuse("--labels", a.labels, stored_data.value("labels", nlohmann::json()));
+    if (a.conditional != (stored_net.value("num_classes", 0) > 0))
+      throw ConfigMismatch("'" + ckpt + "' was trained " + (a.conditional ? "un" : "") +
+                           "conditionally; --resume cannot change it (" + (a.conditional ? "drop" : "add") +
+                           " --conditional)");
+    auto net = make_network(stored_net);
     auto dcfg = a.diffusion.merge_with(DiffusionConfig::from_json(st.meta.at("diffusion")), "'" + ckpt + "'");
     auto tcfg = TrainConfig::from_json(st.meta.at("train"));
     if (a.steps) tcfg.steps = *a.steps;
@@ -70,13 +98,13 @@ void run_train(TrainArgs& a) {
                                         decoder);
     trainer->load_state(st);
   } else {
-    data = load_data_spec(a.data, a.data_size, a.data_seed, a.labels);
+    data = load_data_spec(data_meta.at("spec"), data_meta.at("size"), data_meta.at("seed"), data_meta.at("labels"));
     auto dcfg = a.diffusion.resolve();
     if (a.steps) a.train.steps = *a.steps;
     MLPOptions o;
     o.dim = data.dim();
-    o.hidden = a.hidden;
-    o.blocks = a.blocks;
+    o.hidden = a.hidden.value_or(128);
+    o.blocks = a.blocks.value_or(3);
     o.out_factor = learns_variance(parse_var_type(dcfg.var_type)) ? 2 : 1;
     if (a.conditional) {
       if (data.num_classes == 0)
@@ -141,23 +169,26 @@ void run_train(TrainArgs& a) {
 void register_train(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   auto* c = app.add_subcommand("train", "train a denoising diffusion model on a data set");
-  c->add_option("--data", a->data, "toy:NAME (8gaussians, swissroll, moons, checkerboard, gaussian) or FILE.npy (N×D)")
-      ->capture_default_str();
+  c->add_option("--data", a->data,
+                "toy:NAME (8gaussians, swissroll, moons, checkerboard, gaussian) or FILE.npy (N×D) [toy:8gaussians]");
   c->add_option("--labels", a->labels, "labels .npy (N integers) for FILE.npy data");
-  c->add_option("--data-size", a->data_size, "points drawn from a toy set")->capture_default_str();
-  c->add_option("--data-seed", a->data_seed, "seed of the toy set")->capture_default_str();
+  c->add_option("--data-size", a->data_size, "points drawn from a toy set [50000]");
+  c->add_option("--data-seed", a->data_seed, "seed of the toy set [0]");
   c->add_flag("--conditional", a->conditional, "train class-conditionally on the data's labels (for guidance)");
-  c->add_option("--label-dropout", a->label_dropout, "probability of the null label when conditional [0.1]");
+  a->fixed_on_resume.push_back(
+      c->add_option("--label-dropout", a->label_dropout, "probability of the null label when conditional [0.1]"));
   a->diffusion.add(c, true);
   c->add_option("--steps", a->steps, "optimisation steps [4000]");
-  c->add_option("--batch", a->train.batch, "batch size")->capture_default_str();
-  c->add_option("--lr", a->train.lr, "Adam learning rate")->capture_default_str();
-  c->add_option("--warmup", a->train.warmup, "linear learning-rate warm-up steps")->capture_default_str();
-  c->add_option("--grad-clip", a->train.grad_clip, "gradient-norm clip (0 = off)")->capture_default_str();
-  c->add_option("--ema-decay", a->train.ema_decay, "EMA decay of the weights")->capture_default_str();
-  c->add_option("--seed", a->train.seed, "seed of initialisation, batches and noise")->capture_default_str();
-  c->add_option("--hidden", a->hidden, "MLP width")->capture_default_str();
-  c->add_option("--blocks", a->blocks, "MLP residual blocks")->capture_default_str();
+  a->fixed_on_resume = {
+      c->add_option("--batch", a->train.batch, "batch size")->capture_default_str(),
+      c->add_option("--lr", a->train.lr, "Adam learning rate")->capture_default_str(),
+      c->add_option("--warmup", a->train.warmup, "linear learning-rate warm-up steps")->capture_default_str(),
+      c->add_option("--grad-clip", a->train.grad_clip, "gradient-norm clip (0 = off)")->capture_default_str(),
+      c->add_option("--ema-decay", a->train.ema_decay, "EMA decay of the weights")->capture_default_str(),
+      c->add_option("--seed", a->train.seed, "seed of initialisation, batches and noise")->capture_default_str(),
+  };
+  c->add_option("--hidden", a->hidden, "MLP width [128]");
+  c->add_option("--blocks", a->blocks, "MLP residual blocks [3]");
   c->add_option("--out", a->out, "output directory (checkpoint.safetensors, metrics.jsonl)")->capture_default_str();
   c->add_flag("--resume", a->resume, "continue from OUT/checkpoint.safetensors (--steps may extend the run)");
   c->add_option("--checkpoint-every", a->checkpoint_every, "steps between checkpoints")->capture_default_str()
