@@ -2,6 +2,7 @@
 
 #include "ddpm/errors.h"
 #include "ddpm/models/mlp.h"
+#include "ddpm/models/unet.h"
 
 namespace ddpm {
 
@@ -24,6 +25,7 @@ std::shared_ptr<Network> make_network(const nlohmann::json& c) {
       o.out_factor = c.value("out_factor", o.out_factor);
       return std::make_shared<MLPDenoiser>(o);
     }
+    if (type == "unet") return std::make_shared<UNet>(UNetOptions::from_json(c));
     throw InvalidArgument("unknown network type '" + type + "'");
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(std::string("bad network configuration: ") + e.what());

@@ -31,8 +31,7 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
       gen_(compat::make_cpu_generator(config.seed)) {
   config_.validate();
   if (!data_.defined() || data_.size(0) < 1) throw InvalidArgument("the training data set is empty");
-  const int64_t out_factor = net_->config().value("out_factor", int64_t{1});
-  if ((out_factor == 2) != learns_variance(diffusion_.var_type()))
+  if ((net_->output_factor() == 2) != learns_variance(diffusion_.var_type()))
     throw ConfigMismatch("variance type '" + dcfg_.var_type + "' needs a network with " +
                          (learns_variance(diffusion_.var_type()) ? "twice" : "exactly") + " the data's output channels");
   if (num_classes_ > 0 && !labels_.defined())

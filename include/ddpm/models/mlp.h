@@ -29,6 +29,7 @@ class MLPDenoiser : public Network {
   nlohmann::json config() const override;
   int64_t num_classes() const override { return options_.num_classes; }
   std::vector<int64_t> item_shape() const override { return {options_.dim}; }
+  int64_t output_factor() const override { return options_.out_factor; }
   const MLPOptions& options() const { return options_; }
 
  private:

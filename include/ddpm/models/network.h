@@ -19,6 +19,8 @@ class Network : public torch::nn::Module {
   virtual nlohmann::json config() const = 0;
   /// 0 when unconditional; otherwise labels 0..num_classes-1 and num_classes is the null label.
   virtual int64_t num_classes() const = 0;
+  /// 2 when the output carries a variance half (learned / learned_range), else 1.
+  virtual int64_t output_factor() const = 0;
   /// Shape of one data item, e.g. {2} for 2-D points.
   virtual std::vector<int64_t> item_shape() const = 0;
   int64_t num_parameters() const;

@@ -1,0 +1,103 @@
+// The DDPM U-Net (Ho et al. 2020, Appendix B; SPEC §6): a PixelCNN++-style U-Net of wide ResNet blocks with
+// GroupNorm, sinusoidal timestep embedding added in every block, single-head self-attention at chosen resolutions,
+// and zero-initialised last layers, so a fresh model predicts exactly zero.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <vector>
+
+#include "ddpm/models/network.h"
+
+namespace ddpm {
+
+struct UNetOptions {
+  int64_t in_channels = 3;                     ///< image channels
+  int64_t image_size = 32;                     ///< nominal side; attention resolutions refer to it
+  int64_t base_channels = 128;                 ///< ch
+  std::vector<int64_t> channel_mult = {1, 2, 2, 2};
+  int64_t num_res_blocks = 2;
+  std::vector<int64_t> attention_resolutions = {16};
+  double dropout = 0.1;
+  int64_t groups = 32;                         ///< GroupNorm groups
+  bool learn_sigma = false;                    ///< output 2 × in_channels (learned / learned_range variance)
+  int64_t num_classes = 0;                     ///< > 0: class embedding with one extra null label
+  nlohmann::json to_json() const;
+  static UNetOptions from_json(const nlohmann::json& j);
+};
+
+/// GroupNorm → SiLU → conv3×3 → + Dense(SiLU(temb)) → GroupNorm → SiLU → dropout → conv3×3 (zero init);
+/// a 1×1 convolution on the shortcut when the channel count changes.
+class ResBlockImpl : public torch::nn::Module {
+ public:
+  ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double dropout, int64_t groups);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& temb_act);
+
+ private:
+  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
+  torch::nn::Linear temb_proj{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+TORCH_MODULE(ResBlock);
+
+/// Single-head self-attention over the spatial positions, 1×1 q/k/v, zero-initialised output projection.
+class AttnBlockImpl : public torch::nn::Module {
+ public:
+  AttnBlockImpl(int64_t channels, int64_t groups);
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
+};
+TORCH_MODULE(AttnBlock);
+
+/// One resolution of the U-Net: its ResNet blocks, their attention blocks (if any), and the resampling conv.
+class LevelImpl : public torch::nn::Module {
+ public:
+  LevelImpl();
+  torch::nn::ModuleList block, attn;
+  torch::nn::Conv2d resample{nullptr};
+};
+TORCH_MODULE(Level);
+
+/// The middle of the U-Net: ResBlock, attention, ResBlock.
+class MiddleImpl : public torch::nn::Module {
+ public:
+  MiddleImpl(int64_t channels, int64_t temb_dim, double dropout, int64_t groups);
+  ResBlock block1{nullptr}, block2{nullptr};
+  AttnBlock attn1{nullptr};
+};
+TORCH_MODULE(Middle);
+
+class UNet : public Network {
+ public:
+  explicit UNet(UNetOptions options);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) override;
+  nlohmann::json config() const override;
+  int64_t num_classes() const override { return options_.num_classes; }
+  std::vector<int64_t> item_shape() const override {
+    return {options_.in_channels, options_.image_size, options_.image_size};
+  }
+  int64_t output_factor() const override { return options_.learn_sigma ? 2 : 1; }
+  const UNetOptions& options() const { return options_; }
+
+ private:
+  UNetOptions options_;
+  torch::nn::Linear temb_dense0{nullptr}, temb_dense1{nullptr};
+  torch::nn::Embedding class_emb{nullptr};
+  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  torch::nn::GroupNorm norm_out{nullptr};
+  torch::nn::ModuleList down{nullptr}, up{nullptr};  // up[i] is the level of resolution i, as down[i]
+  Middle mid{nullptr};
+};
+
+}  // namespace ddpm

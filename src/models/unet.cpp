@@ -1,0 +1,226 @@
+#include "ddpm/models/unet.h"
+
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/upsampling.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+#include "ddpm/errors.h"
+#include "ddpm/models/embedding.h"
+
+namespace ddpm {
+namespace {
+
+namespace F = torch::nn::functional;
+
+// DDPM initialises every layer with variance scaling (fan_avg, uniform) — Glorot uniform — and zero biases.
+template <class M>
+void default_init(M& m, double scale = 1.0) {
+  torch::NoGradGuard g;
+  if (scale == 0.0)
+    m->weight.zero_();
+  else
+    torch::nn::init::xavier_uniform_(m->weight, std::sqrt(scale));
+  if (m->bias.defined()) m->bias.zero_();
+}
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, double scale = 1.0) {
+  torch::nn::Conv2d c(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2));
+  default_init(c, scale);
+  return c;
+}
+
+torch::nn::Linear dense(int64_t in, int64_t out, double scale = 1.0) {
+  torch::nn::Linear l(in, out);
+  default_init(l, scale);
+  return l;
+}
+
+torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
+  if (channels % groups != 0)
+    throw InvalidArgument("GroupNorm: " + std::to_string(channels) + " channels do not divide into " +
+                          std::to_string(groups) + " groups");
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(1e-6));
+}
+
+}  // namespace
+
+nlohmann::json UNetOptions::to_json() const {
+  return {{"type", "unet"},
+          {"in_channels", in_channels},
+          {"image_size", image_size},
+          {"base_channels", base_channels},
+          {"channel_mult", channel_mult},
+          {"num_res_blocks", num_res_blocks},
+          {"attention_resolutions", attention_resolutions},
+          {"dropout", dropout},
+          {"groups", groups},
+          {"learn_sigma", learn_sigma},
+          {"num_classes", num_classes}};
+}
+
+UNetOptions UNetOptions::from_json(const nlohmann::json& j) {
+  UNetOptions o;
+  o.in_channels = j.value("in_channels", o.in_channels);
+  o.image_size = j.value("image_size", o.image_size);
+  o.base_channels = j.value("base_channels", o.base_channels);
+  o.channel_mult = j.value("channel_mult", o.channel_mult);
+  o.num_res_blocks = j.value("num_res_blocks", o.num_res_blocks);
+  o.attention_resolutions = j.value("attention_resolutions", o.attention_resolutions);
+  o.dropout = j.value("dropout", o.dropout);
+  o.groups = j.value("groups", o.groups);
+  o.learn_sigma = j.value("learn_sigma", o.learn_sigma);
+  o.num_classes = j.value("num_classes", o.num_classes);
+  return o;
+}
+
+ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, int64_t groups) {
+  norm1 = register_module("norm1", group_norm(groups, in));
+  conv1 = register_module("conv1", conv(in, out, 3));
+  temb_proj = register_module("temb_proj", dense(temb_dim, out));
+  norm2 = register_module("norm2", group_norm(groups, out));
+  dropout = register_module("dropout", torch::nn::Dropout(p));
+  conv2 = register_module("conv2", conv(out, out, 3, 1, 0.0));  // zero init: the block starts as the identity
+  if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
+}
+
+at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb_act) {
+  auto h = conv1(F::silu(norm1(x)));
+  h = h + temb_proj(temb_act).unsqueeze(-1).unsqueeze(-1);
+  h = conv2(dropout(F::silu(norm2(h))));
+  return (nin_shortcut ? nin_shortcut(x) : x) + h;
+}
+
+AttnBlockImpl::AttnBlockImpl(int64_t c, int64_t groups) {
+  norm = register_module("norm", group_norm(groups, c));
+  q = register_module("q", conv(c, c, 1));
+  k = register_module("k", conv(c, c, 1));
+  v = register_module("v", conv(c, c, 1));
+  proj_out = register_module("proj_out", conv(c, c, 1, 1, 0.0));
+}
+
+at::Tensor AttnBlockImpl::forward(const at::Tensor& x) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  auto h = norm(x);
+  auto qq = q(h).reshape({B, C, H * W});
+  auto kk = k(h).reshape({B, C, H * W});
+  auto vv = v(h).reshape({B, C, H * W});
+  // w[b, i, j] = softmax_j(q_i · k_j / √C); out_i = Σ_j w[i, j] v_j
+  auto w = at::softmax(at::bmm(qq.transpose(1, 2), kk) * (1.0 / std::sqrt(static_cast<double>(C))), -1);
+  auto out = at::bmm(vv, w.transpose(1, 2)).reshape({B, C, H, W});
+  return x + proj_out(out);
+}
+
+LevelImpl::LevelImpl() {
+  block = register_module("block", torch::nn::ModuleList());
+  attn = register_module("attn", torch::nn::ModuleList());
+}
+
+MiddleImpl::MiddleImpl(int64_t c, int64_t temb_dim, double dropout, int64_t groups) {
+  block1 = register_module("block1", ResBlock(c, c, temb_dim, dropout, groups));
+  attn1 = register_module("attn1", AttnBlock(c, groups));
+  block2 = register_module("block2", ResBlock(c, c, temb_dim, dropout, groups));
+}
+
+UNet::UNet(UNetOptions o) : options_(std::move(o)) {
+  const auto& op = options_;
+  if (op.in_channels < 1 || op.base_channels < 1 || op.channel_mult.empty() || op.num_res_blocks < 1 ||
+      op.image_size < 1 || op.groups < 1 || op.num_classes < 0 || !(op.dropout >= 0 && op.dropout < 1))
+    throw InvalidArgument("invalid U-Net options");
+  const int64_t ch = op.base_channels, temb_dim = 4 * ch;
+  temb_dense0 = register_module("temb_dense0", dense(ch, temb_dim));
+  temb_dense1 = register_module("temb_dense1", dense(temb_dim, temb_dim));
+  if (op.num_classes > 0) class_emb = register_module("class_emb", torch::nn::Embedding(op.num_classes + 1, temb_dim));
+  conv_in = register_module("conv_in", conv(op.in_channels, ch, 3));
+
+  auto has_attn = [&](int64_t level) {
+    const int64_t res = op.image_size >> level;
+    return std::find(op.attention_resolutions.begin(), op.attention_resolutions.end(), res) !=
+           op.attention_resolutions.end();
+  };
+  const int64_t L = static_cast<int64_t>(op.channel_mult.size());
+  std::vector<int64_t> skip_channels = {ch};
+  int64_t cur = ch;
+  down = register_module("down", torch::nn::ModuleList());
+  for (int64_t i = 0; i < L; ++i) {
+    Level lv;
+    const int64_t out = ch * op.channel_mult[i];
+    for (int64_t j = 0; j < op.num_res_blocks; ++j) {
+      lv->block->push_back(ResBlock(cur, out, temb_dim, op.dropout, op.groups));
+      cur = out;
+      if (has_attn(i)) lv->attn->push_back(AttnBlock(cur, op.groups));
+      skip_channels.push_back(cur);
+    }
+    if (i != L - 1) {
+      lv->resample = lv->register_module("downsample", conv(cur, cur, 3, 2));
+      skip_channels.push_back(cur);
+    }
+    down->push_back(lv);
+  }
+  mid = register_module("mid", Middle(cur, temb_dim, op.dropout, op.groups));
+  std::vector<Level> ups(L);
+  for (int64_t i = L - 1; i >= 0; --i) {
+    Level lv;
+    const int64_t out = ch * op.channel_mult[i];
+    for (int64_t j = 0; j < op.num_res_blocks + 1; ++j) {
+      const int64_t skip = skip_channels.back();
+      skip_channels.pop_back();
+      lv->block->push_back(ResBlock(cur + skip, out, temb_dim, op.dropout, op.groups));
+      cur = out;
+      if (has_attn(i)) lv->attn->push_back(AttnBlock(cur, op.groups));
+    }
+    if (i != 0) lv->resample = lv->register_module("upsample", conv(cur, cur, 3));
+    ups[i] = lv;
+  }
+  up = register_module("up", torch::nn::ModuleList());
+  for (auto& lv : ups) up->push_back(lv);
+  norm_out = register_module("norm_out", group_norm(op.groups, cur));
+  conv_out = register_module("conv_out", conv(cur, op.in_channels * (op.learn_sigma ? 2 : 1), 3, 1, 0.0));
+}
+
+at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+  const auto& op = options_;
+  if (x.dim() != 4 || x.size(1) != op.in_channels)
+    throw InvalidArgument("the U-Net expects images [B, " + std::to_string(op.in_channels) + ", H, W], got " +
+                          std::string(c10::str(x.sizes())));
+  auto temb = temb_dense1(F::silu(temb_dense0(timestep_embedding(t, op.base_channels).to(x.dtype()))));
+  if (op.num_classes > 0) {
+    auto labels = y.defined() ? y : at::full({x.size(0)}, op.num_classes, t.options());
+    temb = temb + class_emb(labels);
+  }
+  auto act = F::silu(temb);  // every block applies SiLU before its projection of temb
+
+  std::vector<at::Tensor> hs = {conv_in(x)};
+  for (size_t i = 0; i < down->size(); ++i) {
+    auto& lv = *down[i]->as<LevelImpl>();
+    for (size_t j = 0; j < lv.block->size(); ++j) {
+      auto h = lv.block[j]->as<ResBlockImpl>()->forward(hs.back(), act);
+      if (!lv.attn->is_empty()) h = lv.attn[j]->as<AttnBlockImpl>()->forward(h);
+      hs.push_back(h);
+    }
+    if (lv.resample) hs.push_back(lv.resample(hs.back()));
+  }
+  auto h = mid->block2(mid->attn1(mid->block1(hs.back(), act)), act);
+  for (int64_t i = static_cast<int64_t>(up->size()) - 1; i >= 0; --i) {
+    auto& lv = *up[i]->as<LevelImpl>();
+    for (size_t j = 0; j < lv.block->size(); ++j) {
+      h = lv.block[j]->as<ResBlockImpl>()->forward(at::cat({h, hs.back()}, 1), act);
+      hs.pop_back();
+      if (!lv.attn->is_empty()) h = lv.attn[j]->as<AttnBlockImpl>()->forward(h);
+    }
+    if (lv.resample) {
+      // Nearest ×2, or to the matching skip's size when the input side is not a power of two (e.g. 28).
+      const auto& skip = hs.back();
+      h = F::interpolate(h, F::InterpolateFuncOptions()
+                                .size(std::vector<int64_t>{skip.size(2), skip.size(3)})
+                                .mode(torch::kNearest));
+      h = lv.resample(h);
+    }
+  }
+  return conv_out(F::silu(norm_out(h)));
+}
+
+nlohmann::json UNet::config() const { return options_.to_json(); }
+
+}  // namespace ddpm
