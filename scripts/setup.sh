@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp
-  libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
+  libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev dataset-fashion-mnist
   libgtest-dev libgmock-dev googletest libbenchmark-dev
 )
 missing=()

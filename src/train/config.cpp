@@ -56,7 +56,7 @@ nlohmann::json TrainConfig::to_json() const {
   return {{"steps", steps},         {"batch", batch},           {"lr", lr},
           {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2}, {"adam_eps", adam_eps},
           {"warmup", warmup},       {"grad_clip", grad_clip},   {"ema_decay", ema_decay},
-          {"label_dropout", label_dropout}, {"seed", seed}};
+          {"label_dropout", label_dropout}, {"seed", seed}, {"random_flip", random_flip}};
 }
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
@@ -72,6 +72,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j) {
   c.ema_decay = j.value("ema_decay", c.ema_decay);
   c.label_dropout = j.value("label_dropout", c.label_dropout);
   c.seed = j.value("seed", c.seed);
+  c.random_flip = j.value("random_flip", c.random_flip);
   return c;
 }
 

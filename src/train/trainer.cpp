@@ -18,7 +18,7 @@ double mean_or_nan(const at::Tensor& t) {
 }  // namespace
 
 Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainConfig config, at::Tensor data,
-                 at::Tensor labels, Decoder decoder)
+                 at::Tensor labels, Decoder decoder, at::Device device)
     : net_(std::move(net)),
       dcfg_(std::move(diffusion)),
       config_(config),
@@ -28,7 +28,8 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
       data_(std::move(data)),
       labels_(std::move(labels)),
       num_classes_(net_->num_classes()),
-      gen_(compat::make_cpu_generator(config.seed)) {
+      gen_(compat::make_cpu_generator(config.seed)),
+      device_(device) {
   config_.validate();
   if (!data_.defined() || data_.size(0) < 1) throw InvalidArgument("the training data set is empty");
   if ((net_->output_factor() == 2) != learns_variance(diffusion_.var_type()))
@@ -39,11 +40,13 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
   if (labels_.defined() && num_classes_ > 0 && labels_.max().item<int64_t>() >= num_classes_)
     throw InvalidArgument("labels exceed the network's " + std::to_string(num_classes_) + " classes");
   timesteps_ = make_timestep_sampler(dcfg_.timestep_sampler, diffusion_.num_timesteps());
+  net_->to(device_);
   for (const auto& kv : net_->named_parameters()) {
     names_.push_back(kv.key());
     params_.push_back(kv.value());
   }
   ema_ = make_network(net_->config());
+  ema_->to(device_);
   {
     at::NoGradGuard g;
     auto ema_named = ema_->named_parameters();
@@ -68,8 +71,12 @@ at::Tensor Trainer::batch_indices(int64_t step) const {
   }
   const int64_t per_epoch = N / B;
   const int64_t epoch = step / per_epoch, k = step % per_epoch;
-  auto g = compat::make_cpu_generator(config_.seed * 1000003ULL + static_cast<uint64_t>(epoch) + 0x9e3779b9ULL);
-  return at::randperm(N, g, at::TensorOptions().dtype(at::kLong)).slice(0, k * B, (k + 1) * B);
+  if (epoch != perm_epoch_) {
+    auto g = compat::make_cpu_generator(config_.seed * 1000003ULL + static_cast<uint64_t>(epoch) + 0x9e3779b9ULL);
+    perm_ = at::randperm(N, g, at::TensorOptions().dtype(at::kLong));
+    perm_epoch_ = epoch;
+  }
+  return perm_.slice(0, k * B, (k + 1) * B);
 }
 
 StepStats Trainer::step() {
@@ -77,6 +84,10 @@ StepStats Trainer::step() {
   const int64_t B = config_.batch;
   auto idx = batch_indices(step_);
   auto x0 = data_.index_select(0, idx);
+  if (config_.random_flip && x0.dim() == 4) {
+    auto flip = (at::rand({B}, gen_) < 0.5).view({B, 1, 1, 1});
+    x0 = at::where(flip, x0.flip({3}), x0);
+  }
   at::Tensor y;
   if (num_classes_ > 0) {
     y = labels_.index_select(0, idx);
@@ -87,10 +98,13 @@ StepStats Trainer::step() {
     }
   }
   auto draw = timesteps_->sample(B, gen_);
-  auto noise = at::randn(x0.sizes(), gen_, x0.options());
-  auto losses = training_losses(diffusion_, as_denoiser(net_), x0, draw.t, y, noise, loss_type_, decoder_);
+  auto noise = at::randn(x0.sizes(), gen_, x0.options()).to(device_);
+  x0 = x0.to(device_);
+  if (y.defined()) y = y.to(device_);
+  auto t = draw.t.to(device_);
+  auto losses = training_losses(diffusion_, as_denoiser(net_), x0, t, y, noise, loss_type_, decoder_);
   timesteps_->update(draw.t, losses.loss);
-  auto loss = (losses.loss * draw.weights).mean();
+  auto loss = (losses.loss * draw.weights.to(device_)).mean();
 
   for (auto& p : params_) p.mutable_grad() = at::Tensor();
   loss.backward();

@@ -5,13 +5,18 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include "commands.h"
 #include "common.h"
 #include "ddpm/errors.h"
 #include "ddpm/io/checkpoint.h"
 #include "ddpm/io/file.h"
+#include "ddpm/compat.h"
+#include "ddpm/data/images.h"
 #include "ddpm/models/mlp.h"
+#include "ddpm/models/unet.h"
+#include "ddpm/samplers.h"
 #include "ddpm/train/trainer.h"
 
 #include <torch/utils.h>
@@ -29,7 +34,12 @@ struct TrainArgs {
   std::optional<uint64_t> data_seed;
   bool conditional = false, resume = false;
   std::optional<double> label_dropout;
-  std::optional<int64_t> hidden, blocks;
+  std::optional<int64_t> hidden, blocks;                       // MLP
+  std::optional<int64_t> channels, res_blocks;                 // U-Net
+  std::optional<std::vector<int64_t>> channel_mult, attention;
+  std::optional<double> dropout;
+  std::string preset, device = "cpu";
+  int64_t sample_every = 0;
   int64_t checkpoint_every = 1000, log_every = 100;
   DiffusionFlags diffusion;
   TrainConfig train = [] {
@@ -40,7 +50,90 @@ struct TrainArgs {
   }();
   std::optional<int64_t> steps;
   std::vector<CLI::Option*> fixed_on_resume;  // hyperparameters a resumed run takes from its checkpoint
+  std::map<std::string, CLI::Option*> train_opts;  // to tell a preset's value from one the user gave
 };
+
+/// What a run trains on: 2-D (or N-D) points, or images scaled to [-1, 1].
+struct TrainData {
+  at::Tensor x, labels;
+  int64_t num_classes = 0;
+  bool images = false;
+  std::vector<std::string> class_names;
+};
+
+TrainData load_training_data(const nlohmann::json& meta) {
+  TrainData d;
+  const std::string spec = meta.at("spec");
+  if (is_image_spec(spec)) {
+    auto s = load_image_dataset(spec);
+    d.x = to_model_range(s.images, 32);  // 28×28 is padded to 32×32 (SPEC §6: three halvings)
+    d.labels = s.labels;
+    d.num_classes = s.num_classes;
+    d.images = true;
+    d.class_names = s.class_names;
+  } else {
+    auto p = load_data_spec(spec, meta.at("size"), meta.at("seed"), meta.value("labels", std::string()));
+    d.x = p.x;
+    d.labels = p.labels;
+    d.num_classes = p.num_classes;
+  }
+  return d;
+}
+
+struct Preset {
+  UNetOptions unet;
+  DiffusionConfig diffusion;
+  TrainConfig train;
+  std::string data;
+  bool conditional = false;
+};
+
+Preset make_preset(const std::string& name) {
+  Preset p;
+  if (name == "fashion-mnist") {
+    // A small class-conditional model that trains on 2 CPU cores (about 1.6M parameters).
+    p.data = "fashion-mnist";
+    p.conditional = true;
+    p.unet.in_channels = 1;
+    p.unet.base_channels = 32;
+    p.unet.channel_mult = {1, 2, 2};
+    p.unet.attention_resolutions = {16};
+    p.unet.dropout = 0.1;
+    p.train.batch = 64;
+    p.train.lr = 5e-4;
+    p.train.warmup = 500;
+    p.train.ema_decay = 0.999;
+    p.train.steps = 20000;
+    p.train.label_dropout = 0.1;
+  } else if (name == "cifar10-ddpm") {
+    // DDPM §4 and Appendix B: the 35.7M-parameter model, Adam 2e-4, batch 128, warm-up 5000, EMA 0.9999, flips.
+    p.data = "cifar10:cifar-10-batches-bin";
+    p.train.batch = 128;
+    p.train.lr = 2e-4;
+    p.train.warmup = 5000;
+    p.train.ema_decay = 0.9999;
+    p.train.steps = 800000;
+    p.train.random_flip = true;
+  } else if (name == "cifar10-improved") {
+    // Improved DDPM: cosine, T = 4000, learned_range + hybrid, 3 res blocks, dropout 0.3, lr 1e-4.
+    p.data = "cifar10:cifar-10-batches-bin";
+    p.unet.num_res_blocks = 3;
+    p.unet.dropout = 0.3;
+    p.unet.learn_sigma = true;
+    p.diffusion.schedule = "cosine";
+    p.diffusion.timesteps = 4000;
+    p.diffusion.var_type = "learned_range";
+    p.diffusion.loss = "hybrid";
+    p.train.batch = 128;
+    p.train.lr = 1e-4;
+    p.train.ema_decay = 0.9999;
+    p.train.steps = 500000;
+    p.train.random_flip = true;
+  } else {
+    throw InvalidArgument("unknown preset '" + name + "' (choose fashion-mnist, cifar10-ddpm or cifar10-improved)");
+  }
+  return p;
+}
 
 std::string fmt(double v) {
   char b[32];
@@ -58,7 +151,8 @@ void run_train(TrainArgs& a) {
                                {"seed", a.data_seed.value_or(0)},
                                {"labels", a.labels.value_or("")}};
   std::unique_ptr<Trainer> trainer;
-  PointSet data;
+  TrainData data;
+  const at::Device device = parse_device(a.device);
   if (a.resume) {
     if (!std::filesystem::exists(ckpt))
       throw IoError("nothing to resume: '" + ckpt + "' does not exist (run without --resume to start)");
@@ -91,33 +185,74 @@ void run_train(TrainArgs& a) {
     auto tcfg = TrainConfig::from_json(st.meta.at("train"));
     if (a.steps) tcfg.steps = *a.steps;
     data_meta = st.meta.value("data", data_meta);
-    data = load_data_spec(data_meta.at("spec"), data_meta.at("size"), data_meta.at("seed"),
-                          data_meta.value("labels", std::string()));
+    data = load_training_data(data_meta);
     const auto decoder = parse_decoder(st.meta.value("decoder", std::string("continuous")));
     trainer = std::make_unique<Trainer>(net, dcfg, tcfg, data.x, net->num_classes() ? data.labels : at::Tensor(),
-                                        decoder);
+                                        decoder, device);
     trainer->load_state(st);
   } else {
-    data = load_data_spec(data_meta.at("spec"), data_meta.at("size"), data_meta.at("seed"), data_meta.at("labels"));
-    auto dcfg = a.diffusion.resolve();
+    std::optional<Preset> preset;
+    DiffusionConfig base_diffusion;
+    if (!a.preset.empty()) {
+      preset = make_preset(a.preset);
+      base_diffusion = preset->diffusion;
+      if (!a.data) data_meta["spec"] = preset->data;
+      if (preset->conditional) a.conditional = true;
+      // A preset supplies every training value the user did not give.
+      const TrainConfig& pt = preset->train;
+      auto take = [&](const char* flag, auto& field, const auto& value) {
+        if (a.train_opts.at(flag)->count() == 0) field = value;
+      };
+      take("--batch", a.train.batch, pt.batch);
+      take("--lr", a.train.lr, pt.lr);
+      take("--warmup", a.train.warmup, pt.warmup);
+      take("--grad-clip", a.train.grad_clip, pt.grad_clip);
+      take("--ema-decay", a.train.ema_decay, pt.ema_decay);
+      take("--random-flip", a.train.random_flip, pt.random_flip);
+      if (!a.steps) a.train.steps = pt.steps;
+      if (!a.label_dropout && preset->conditional) a.label_dropout = pt.label_dropout;
+    }
+    data = load_training_data(data_meta);
+    auto dcfg = a.diffusion.resolve_over(base_diffusion);
     if (a.steps) a.train.steps = *a.steps;
-    MLPOptions o;
-    o.dim = data.dim();
-    o.hidden = a.hidden.value_or(128);
-    o.blocks = a.blocks.value_or(3);
-    o.out_factor = learns_variance(parse_var_type(dcfg.var_type)) ? 2 : 1;
+    const int64_t out_factor = learns_variance(parse_var_type(dcfg.var_type)) ? 2 : 1;
     if (a.conditional) {
       if (data.num_classes == 0)
-        throw InvalidArgument("--conditional needs labelled data (toy:8gaussians, toy:moons, or --labels FILE.npy)");
-      o.num_classes = data.num_classes;
+        throw InvalidArgument("--conditional needs labelled data (toy:8gaussians, toy:moons, --labels FILE.npy, or a "
+                              "labelled image set)");
       a.train.label_dropout = a.label_dropout.value_or(0.1);
     } else if (a.label_dropout) {
       throw InvalidArgument("--label-dropout applies to --conditional training only");
     }
     torch::manual_seed(a.train.seed);  // network initialisation
-    auto net = std::make_shared<MLPDenoiser>(o);
+    std::shared_ptr<Network> net;
+    if (data.images) {
+      if (a.hidden || a.blocks) throw InvalidArgument("--hidden and --blocks set the MLP; images train a U-Net (--channels ...)");
+      UNetOptions u = preset ? preset->unet : UNetOptions();
+      u.in_channels = data.x.size(1);
+      u.image_size = data.x.size(2);
+      if (a.channels) u.base_channels = *a.channels;
+      if (a.channel_mult) u.channel_mult = *a.channel_mult;
+      if (a.res_blocks) u.num_res_blocks = *a.res_blocks;
+      if (a.attention) u.attention_resolutions = *a.attention;
+      if (a.dropout) u.dropout = *a.dropout;
+      u.learn_sigma = out_factor == 2;
+      u.num_classes = a.conditional ? data.num_classes : 0;
+      net = std::make_shared<UNet>(u);
+    } else {
+      if (a.channels || a.channel_mult || a.res_blocks || a.attention || a.dropout)
+        throw InvalidArgument("--channels, --channel-mult, --res-blocks, --attention and --dropout set the U-Net of "
+                              "image data; points train an MLP (--hidden, --blocks)");
+      MLPOptions o;
+      o.dim = data.x.size(1);
+      o.hidden = a.hidden.value_or(128);
+      o.blocks = a.blocks.value_or(3);
+      o.out_factor = out_factor;
+      o.num_classes = a.conditional ? data.num_classes : 0;
+      net = std::make_shared<MLPDenoiser>(o);
+    }
     trainer = std::make_unique<Trainer>(net, dcfg, a.train, data.x, a.conditional ? data.labels : at::Tensor(),
-                                        Decoder::continuous);
+                                        data.images ? Decoder::discrete : Decoder::continuous, device);
     std::filesystem::remove(metrics_path);
   }
 
@@ -132,8 +267,30 @@ void run_train(TrainArgs& a) {
   const int64_t start = trainer->steps_done(), total = trainer->config().steps;
   if (!global_options().quiet)
     std::cerr << (a.resume ? "resuming at step " + std::to_string(start) + " of " : "training ") << total
-              << " steps: " << trainer->network()->num_parameters() << " parameters, " << data.size()
-              << " points, batch " << trainer->config().batch << ", out " << a.out << "\n";
+              << " steps: " << trainer->network()->num_parameters() << " parameters, " << data.x.size(0)
+              << (data.images ? " images, batch " : " points, batch ") << trainer->config().batch << ", out " << a.out
+              << "\n";
+  const int64_t batch = trainer->config().batch;
+  auto write_grid = [&] {
+    const std::string path = a.out + "/samples_" + std::to_string(trainer->steps_done()) + ".png";
+    auto net = trainer->ema_network();
+    net->eval();
+    const int64_t classes = net->num_classes();
+    const int64_t per = classes > 0 ? 8 : 64;
+    at::Tensor y;
+    if (classes > 0) y = at::arange(classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(per).to(device);
+    const int64_t n = classes > 0 ? classes * per : per;
+    auto diffusion = trainer->diffusion_config().make_respaced(
+        respaced_timesteps(trainer->diffusion_config().timesteps, std::min<int64_t>(50, trainer->diffusion_config().timesteps), "ddim"));
+    auto g = compat::make_cpu_generator(1234);
+    std::vector<int64_t> shape = {n};
+    for (int64_t i = 1; i < data.x.dim(); ++i) shape.push_back(data.x.size(i));
+    SampleOptions so;
+    so.clip_denoised = true;
+    so.y = y;
+    auto x = ddim_sample(diffusion, as_denoiser(net), at::randn(shape, g).to(device), 0.0, g, so);
+    save_image_grid(path, x, per);
+  };
   Progress bar("train", total - start);
   auto t0 = std::chrono::steady_clock::now();
   double loss_avg = NAN;
@@ -147,7 +304,9 @@ void run_train(TrainArgs& a) {
     }
     auto s = trainer->step();
     loss_avg = std::isnan(loss_avg) ? s.loss : 0.98 * loss_avg + 0.02 * s.loss;
-    bar.update(s.step - start, "loss " + fmt(loss_avg));
+    const double el_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    bar.update(s.step - start, "loss " + fmt(loss_avg) +
+                                   (data.images ? "  " + fmt((s.step - start) * batch / std::max(el_s, 1e-9)) + " img/s" : ""));
     if (s.step % a.log_every == 0 || trainer->finished()) {
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       nlohmann::json j = {{"step", s.step}, {"loss", s.loss}, {"grad_norm", s.grad_norm}, {"lr", s.lr},
@@ -157,6 +316,7 @@ void run_train(TrainArgs& a) {
       metrics << j.dump() << "\n" << std::flush;
     }
     if (s.step % a.checkpoint_every == 0 || trainer->finished()) save();
+    if (data.images && a.sample_every > 0 && (s.step % a.sample_every == 0 || trainer->finished())) write_grid();
   }
   bar.finish("loss " + fmt(loss_avg));
   std::signal(SIGINT, old_int);
@@ -179,14 +339,26 @@ void register_train(CLI::App& app) {
       c->add_option("--label-dropout", a->label_dropout, "probability of the null label when conditional [0.1]"));
   a->diffusion.add(c, true);
   c->add_option("--steps", a->steps, "optimisation steps [4000]");
-  a->fixed_on_resume = {
-      c->add_option("--batch", a->train.batch, "batch size")->capture_default_str(),
-      c->add_option("--lr", a->train.lr, "Adam learning rate")->capture_default_str(),
-      c->add_option("--warmup", a->train.warmup, "linear learning-rate warm-up steps")->capture_default_str(),
-      c->add_option("--grad-clip", a->train.grad_clip, "gradient-norm clip (0 = off)")->capture_default_str(),
-      c->add_option("--ema-decay", a->train.ema_decay, "EMA decay of the weights")->capture_default_str(),
-      c->add_option("--seed", a->train.seed, "seed of initialisation, batches and noise")->capture_default_str(),
+  a->train_opts = {
+      {"--batch", c->add_option("--batch", a->train.batch, "batch size")->capture_default_str()},
+      {"--lr", c->add_option("--lr", a->train.lr, "Adam learning rate")->capture_default_str()},
+      {"--warmup", c->add_option("--warmup", a->train.warmup, "linear learning-rate warm-up steps")->capture_default_str()},
+      {"--grad-clip", c->add_option("--grad-clip", a->train.grad_clip, "gradient-norm clip (0 = off)")->capture_default_str()},
+      {"--ema-decay", c->add_option("--ema-decay", a->train.ema_decay, "EMA decay of the weights")->capture_default_str()},
+      {"--seed", c->add_option("--seed", a->train.seed, "seed of initialisation, batches and noise")->capture_default_str()},
+      {"--random-flip", c->add_flag("--random-flip", a->train.random_flip, "flip images horizontally at random")},
   };
+  for (auto& kv : a->train_opts) a->fixed_on_resume.push_back(kv.second);
+  c->add_option("--preset", a->preset,
+                "fashion-mnist (small class-conditional U-Net), cifar10-ddpm (the DDPM paper), cifar10-improved; "
+                "flags override its values");
+  c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  c->add_option("--channels", a->channels, "U-Net base channels [128; preset fashion-mnist: 32]");
+  c->add_option("--channel-mult", a->channel_mult, "U-Net channel multipliers per level [1,2,2,2]")->delimiter(',');
+  c->add_option("--res-blocks", a->res_blocks, "U-Net residual blocks per level [2]");
+  c->add_option("--attention", a->attention, "resolutions with self-attention [16]")->delimiter(',');
+  c->add_option("--dropout", a->dropout, "U-Net dropout [0.1]");
+  c->add_option("--sample-every", a->sample_every, "write a sample grid PNG (EMA, DDIM 50) every N steps (images)");
   c->add_option("--hidden", a->hidden, "MLP width [128]");
   c->add_option("--blocks", a->blocks, "MLP residual blocks [3]");
   c->add_option("--out", a->out, "output directory (checkpoint.safetensors, metrics.jsonl)")->capture_default_str();

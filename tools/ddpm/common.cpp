@@ -31,8 +31,9 @@ void DiffusionFlags::add(CLI::App* app, bool training) {
   }
 }
 
-DiffusionConfig DiffusionFlags::resolve() const {
-  DiffusionConfig c;
+DiffusionConfig DiffusionFlags::resolve() const { return resolve_over(DiffusionConfig()); }
+
+DiffusionConfig DiffusionFlags::resolve_over(DiffusionConfig c) const {
   if (schedule) c.schedule = *schedule;
   if (timesteps) c.timesteps = *timesteps;
   if (mean_type) c.mean_type = *mean_type;
@@ -146,6 +147,15 @@ PointSet load_data_spec(const std::string& spec, int64_t size, uint64_t seed, co
   }
   if (spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy") return load_points_npy(spec, labels);
   throw InvalidArgument("--data must be toy:NAME or a .npy file (got '" + spec + "')");
+}
+
+at::Device parse_device(const std::string& name) {
+  if (name == "cpu") return at::kCPU;
+  if (name.rfind("cuda", 0) == 0) {
+    if (!at::hasCUDA()) throw InvalidArgument("--device " + name + ": this build of ddpm has no CUDA (LibTorch is CPU-only)");
+    return at::Device(name);
+  }
+  throw InvalidArgument("unknown device '" + name + "' (choose cpu or cuda)");
 }
 
 Color palette(int i) {

@@ -26,6 +26,8 @@ struct DiffusionFlags {
   void add(CLI::App* app, bool training);
   /// Defaults overridden by the flags given.
   DiffusionConfig resolve() const;
+  /// `base` (e.g. a preset's) overridden by the flags given.
+  DiffusionConfig resolve_over(DiffusionConfig base) const;
   /// A checkpoint's settings; throws ConfigMismatch if a given flag contradicts them.
   DiffusionConfig merge_with(const DiffusionConfig& stored, const std::string& source) const;
 };
@@ -47,6 +49,9 @@ ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags
 
 /// --data toy:NAME | FILE.npy (with an optional labels file); toy sets use `size` points drawn with `seed`.
 PointSet load_data_spec(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels = "");
+
+/// "cpu" or "cuda" ("cuda:N"); throws InvalidArgument when CUDA is asked for but not available.
+at::Device parse_device(const std::string& name);
 
 /// Colours of the plots.
 Color palette(int i);

@@ -38,6 +38,7 @@ struct TrainConfig {
   double ema_decay = 0.995;   ///< EMA of the weights; effective decay min(decay, (1+n)/(10+n))
   double label_dropout = 0.0; ///< probability of replacing a label by the null label (classifier-free guidance)
   uint64_t seed = 0;
+  bool random_flip = false;   ///< flip images horizontally with probability 1/2 (4-D data only)
 
   void validate() const;
   nlohmann::json to_json() const;

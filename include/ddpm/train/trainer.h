@@ -35,9 +35,10 @@ struct TrainState {
 
 class Trainer {
  public:
-  /// data: [N, ...] float32; labels: [N] int64 or undefined. The network is trained in place; an EMA copy is kept.
+  /// data: [N, ...] float32 (kept on the CPU); labels: [N] int64 or undefined. The network is moved to `device` and
+  /// trained in place; an EMA copy is kept. Noise is drawn on the CPU, so a seed gives the same run on any device.
   Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainConfig config, at::Tensor data,
-          at::Tensor labels, Decoder decoder = Decoder::continuous);
+          at::Tensor labels, Decoder decoder = Decoder::continuous, at::Device device = at::kCPU);
 
   /// One optimisation step on the next batch.
   StepStats step();
@@ -72,7 +73,10 @@ class Trainer {
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_, ema_params_;
   at::Generator gen_;
+  at::Device device_;
   int64_t step_ = 0;
+  mutable int64_t perm_epoch_ = -1;
+  mutable at::Tensor perm_;
 };
 
 }  // namespace ddpm

@@ -1,0 +1,52 @@
+// Image data sets: IDX files (MNIST, Fashion-MNIST; .gz read directly), CIFAR-10 binary batches, and folders of
+// PNG/JPEG images; scaling to [-1, 1], padding, and PNG grids of images.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace ddpm {
+
+struct ImageSet {
+  at::Tensor images;        ///< [N, C, H, W] uint8
+  at::Tensor labels;        ///< [N] int64, or undefined
+  int64_t num_classes = 0;
+  std::vector<std::string> class_names;
+  int64_t size() const { return images.defined() ? images.size(0) : 0; }
+};
+
+/// Reads IDX images (magic 2051) and, if given, IDX labels (2049); gzip-compressed files are read directly.
+ImageSet read_idx(const std::string& images_path, const std::string& labels_path = "");
+
+/// Reads CIFAR-10 binary batches (each record: 1 label byte, 3072 pixel bytes) from the given files.
+ImageSet read_cifar10_batches(const std::vector<std::string>& files);
+
+/// Reads every PNG/JPEG/BMP below `dir`; images in sub-folders are labelled by folder (sorted by name). All images
+/// must have the same size; grey images are read with 1 channel only if every image is grey.
+ImageSet read_image_folder(const std::string& dir);
+
+/// Where Debian's dataset-fashion-mnist package puts its files.
+std::string fashion_mnist_dir();
+
+/// Resolves a data spec:
+///   fashion-mnist[:train|:test]   Debian's dataset-fashion-mnist (train by default)
+///   idx:IMAGES[,LABELS]           any IDX pair (MNIST too)
+///   cifar10:DIR[:train|:test]     a folder holding data_batch_{1..5}.bin / test_batch.bin
+///   folder:DIR  (or a plain directory path)
+/// Throws IoError / FormatError / InvalidArgument with a message naming what to do.
+ImageSet load_image_dataset(const std::string& spec);
+
+/// True if `spec` names an image data set (as opposed to toy:NAME or a .npy point file).
+bool is_image_spec(const std::string& spec);
+
+/// uint8 [N, C, H, W] → float [-1, 1], padded with -1 (black) to at least `min_side` square (28 → 32).
+at::Tensor to_model_range(const at::Tensor& images, int64_t min_side = 0);
+
+/// [N, C, H, W] float in [-1, 1] → one PNG grid with `ncol` columns and a 2-pixel border; throws IoError.
+void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol);
+/// Each image of [N, C, H, W] in [-1, 1] as its own PNG: prefix + index + ".png".
+void save_images(const std::string& prefix, const at::Tensor& images);
+
+}  // namespace ddpm
