@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "ddpm/data/images.h"
 #include "ddpm/errors.h"
 #include "ddpm/eval/nll.h"
 
@@ -30,11 +31,20 @@ void run_nll(NllArgs& a) {
   check_writable(a.csv);
   check_writable(a.plot);
   auto h = load_model_spec(a.model, a.diffusion);
-  auto data = load_data_spec(a.data, a.num, a.data_seed, a.labels);
+  PointSet data;
+  if (is_image_spec(a.data)) {
+    auto s = load_image_dataset(a.data);
+    const int64_t n = std::min<int64_t>(a.num, s.size());
+    data.x = to_model_range(s.images.slice(0, 0, n), 32);
+    if (s.labels.defined()) data.labels = s.labels.slice(0, 0, n);
+    data.num_classes = s.num_classes;
+  } else {
+    data = load_data_spec(a.data, a.num, a.data_seed, a.labels);
+  }
   if (a.quantize) data.x = (((data.x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1).to(at::kFloat);
-  if (data.x.size(1) != h.item_shape.at(0))
-    throw InvalidArgument("the data has " + std::to_string(data.x.size(1)) + " dimensions; the model expects " +
-                          std::to_string(h.item_shape.at(0)));
+  if (data.x[0].sizes().vec() != h.item_shape)
+    throw InvalidArgument("the data items have shape " + std::string(c10::str(data.x[0].sizes())) +
+                          " (dimensions), the model expects " + std::string(c10::str(at::IntArrayRef(h.item_shape))));
   NllOptions o;
   o.batch = a.batch;
   o.seed = a.seed;
@@ -102,9 +112,11 @@ void register_nll(CLI::App& app) {
   c->add_option("--model,-m", a->model, "CHECKPOINT.safetensors, gaussian:..., gmm:FILE.json or gmm:8gaussians")
       ->required();
   a->diffusion.add(c, false);
-  c->add_option("--data", a->data, "toy:NAME or FILE.npy")->capture_default_str();
+  c->add_option("--data", a->data, "toy:NAME, FILE.npy, or images (fashion-mnist:test, cifar10:DIR:test, folder:DIR)")
+      ->capture_default_str();
   c->add_option("--labels", a->labels, "labels .npy for FILE.npy data (class-conditional models)");
-  c->add_option("--num,-n", a->num, "points drawn from a toy set")->capture_default_str();
+  c->add_option("--num,-n", a->num, "points drawn from a toy set; the first N images of an image set")
+      ->capture_default_str();
   c->add_option("--data-seed", a->data_seed, "seed of the toy set (default differs from training's 0)")
       ->capture_default_str();
   c->add_flag("--quantize", a->quantize, "round the data to the 256-level grid of [-1, 1] first (as images)");

@@ -6,6 +6,8 @@
 #include "commands.h"
 #include "common.h"
 #include "ddpm/compat.h"
+#include "ddpm/data/images.h"
+#include "ddpm/io/file.h"
 #include "ddpm/errors.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/samplers.h"
@@ -20,7 +22,8 @@ struct SampleArgs {
   std::optional<int64_t> klass;
   int64_t num = 1000;
   uint64_t seed = 0;
-  bool json = false, clip = false;
+  bool json = false, clip = false, no_clip = false, per_class = false;
+  std::string png_dir;
   DiffusionFlags diffusion;
 };
 
@@ -32,6 +35,7 @@ void run_sample(SampleArgs& a) {
   check_writable(a.out_npy);
   check_writable(a.plot);
   auto h = load_model_spec(a.model, a.diffusion);
+  const bool images = h.item_shape.size() == 3;
   const int64_t T = h.diffusion.timesteps;
   const int64_t steps = a.steps.value_or(a.sampler == "ddim" ? std::min<int64_t>(50, T) : T);
   auto kept = respaced_timesteps(T, steps, a.spacing);
@@ -39,7 +43,13 @@ void run_sample(SampleArgs& a) {
 
   Denoiser model = h.denoiser;
   SampleOptions opts;
-  opts.clip_denoised = a.clip;
+  opts.clip_denoised = (a.clip || images) && !a.no_clip;  // SPEC §2: on by default for images
+  if (a.per_class) {
+    if (h.num_classes == 0) throw InvalidArgument("--per-class needs a class-conditional model");
+    if (a.klass) throw InvalidArgument("give --per-class or --class, not both");
+    opts.y = at::arange(h.num_classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(a.num);
+    a.num *= h.num_classes;
+  }
   if (a.klass) {
     if (h.num_classes == 0) throw InvalidArgument("--class needs a class-conditional model; this one has no classes");
     if (*a.klass < 0 || *a.klass >= h.num_classes)
@@ -47,7 +57,7 @@ void run_sample(SampleArgs& a) {
     opts.y = at::full({a.num}, *a.klass, at::TensorOptions().dtype(at::kLong));
   }
   if (a.guidance != 0.0) {
-    if (!a.klass) throw InvalidArgument("--guidance needs --class K");
+    if (!opts.y.defined()) throw InvalidArgument("--guidance needs --class K or --per-class");
     model = classifier_free_guidance(model, a.guidance, h.null_label, learns_variance(diffusion.var_type()));
   }
 
@@ -60,9 +70,12 @@ void run_sample(SampleArgs& a) {
     if (!x_T.is_floating_point()) throw FormatError("'" + a.init + "' must hold floating-point values");
     x_T = x_T.to(at::kFloat);
     shape[0] = x_T.size(0);
-    if (!x_T.sizes().equals(shape))
-      throw FormatError("'" + a.init + "' has shape " + std::string(c10::str(x_T.sizes())) + "; the model needs [N, " +
-                        std::to_string(h.item_shape[0]) + "]");
+    if (!x_T.sizes().equals(shape)) {
+      std::vector<int64_t> want = {-1};
+      want.insert(want.end(), h.item_shape.begin(), h.item_shape.end());
+      throw FormatError("'" + a.init + "' has shape " + std::string(c10::str(x_T.sizes())) + "; the model needs " +
+                        std::string(c10::str(at::IntArrayRef(want))) + " (-1 = any count)");
+    }
     if (opts.y.defined()) opts.y = opts.y.slice(0, 0, 1).expand({shape[0]}).contiguous();
   } else {
     x_T = at::randn(shape, gen);
@@ -79,7 +92,13 @@ void run_sample(SampleArgs& a) {
   bar.finish();
 
   if (!a.out_npy.empty()) write_npy(a.out_npy, x);
-  if (!a.plot.empty()) {
+  if (!a.png_dir.empty() && images) {
+    ensure_directory(a.png_dir);
+    save_images(a.png_dir + "/sample_", x);
+  }
+  if (!a.plot.empty() && images) {
+    save_image_grid(a.plot, x, a.per_class ? x.size(0) / h.num_classes : static_cast<int64_t>(std::ceil(std::sqrt(x.size(0)))));
+  } else if (!a.plot.empty()) {
     if (x.dim() != 2 || x.size(1) != 2) throw InvalidArgument("--plot draws 2-D points; these samples have shape " +
                                                               std::string(c10::str(x.sizes())));
     std::vector<ScatterLayer> layers;
@@ -141,9 +160,12 @@ void register_sample(CLI::App& app) {
   c->add_option("--num,-n", a->num, "number of samples")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of x_T and the sampler's noise")->capture_default_str();
   c->add_option("--init", a->init, "start from this x_T (.npy, N×D)");
-  c->add_flag("--clip", a->clip, "clip x̂0 to [-1, 1] at every step (image data)");
+  c->add_flag("--clip", a->clip, "clip x̂0 to [-1, 1] at every step (default for images)");
+  c->add_flag("--no-clip", a->no_clip, "never clip x̂0");
+  c->add_flag("--per-class", a->per_class, "one row of --num samples per class (class-conditional models)");
+  c->add_option("--png-dir", a->png_dir, "also write each image as its own PNG into this folder");
   c->add_option("--out-npy,-o", a->out_npy, "write the samples to this .npy");
-  c->add_option("--plot", a->plot, "write a scatter plot PNG of 2-D samples over the data");
+  c->add_option("--plot", a->plot, "write a PNG: a grid of image samples, or a scatter plot of 2-D samples over the data");
   c->add_flag("--json", a->json, "print the sample mean and std as JSON");
   c->callback([a] { run_sample(*a); });
 }

@@ -203,8 +203,8 @@ void Progress::draw(int64_t done, const std::string& extra, bool final) {
   const int decile = static_cast<int>(frac * 10);
   if (tty_) {
     if (!final && now - last_ < std::chrono::milliseconds(100)) return;
-  } else if (!final && (decile == last_decile_ || done >= total_)) {
-    return;
+  } else if (!final && (done >= total_ || (decile == last_decile_ && now - last_ < std::chrono::seconds(60)))) {
+    return;  // plain lines: every tenth of the way, and at least once a minute on long work
   }
   last_ = now;
   last_decile_ = decile;
