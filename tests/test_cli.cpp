@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "ddpm/data/images.h"
 #include "ddpm/io/checkpoint.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/io/safetensors.h"
@@ -185,4 +186,33 @@ TEST(Cli, SameSeedSameBytes) {
   EXPECT_EQ(n1.output, n2.output);
   EXPECT_NE(n1.output.find("\"bits_per_dim\""), std::string::npos);
   EXPECT_NE(n1.output.find("\"stderr\""), std::string::npos);
+}
+
+TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
+  // A tiny labelled image folder: 8×8 grey squares, class 0 dark and class 1 bright.
+  const std::string d = dir() + "/imgs";
+  fs::create_directories(d + "/data/dark");
+  fs::create_directories(d + "/data/bright");
+  auto g = ddpm::test::gen(1);
+  ddpm::save_images(d + "/data/dark/d_", at::rand({6, 1, 8, 8}, g) * 0.2 - 0.9);
+  ddpm::save_images(d + "/data/bright/b_", at::rand({6, 1, 8, 8}, g) * 0.2 + 0.7);
+  auto r = run("train -q --data folder:" + d + "/data --conditional --steps 6 --batch 4 --sample-every 6"
+               " --channels 8 --channel-mult 1,2 --attention 4 --res-blocks 1 --groups 4 --timesteps 50 --out " + d + "/run");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(d + "/run/samples_6.png"));
+  auto info = run("info --json " + d + "/run/checkpoint.safetensors");
+  EXPECT_NE(info.output.find("\"type\":\"unet\""), std::string::npos) << info.output;
+  auto s = run("sample -q -m " + d + "/run/checkpoint.safetensors --sampler ddim --steps 5 --per-class -n 3 --plot " + d +
+               "/grid.png --png-dir " + d + "/pngs -o " + d + "/s.npy");
+  ASSERT_EQ(s.code, 0) << s.output;
+  EXPECT_EQ(ddpm::read_npy(d + "/s.npy").sizes(), (std::vector<int64_t>{6, 1, 8, 8}));
+  EXPECT_TRUE(fs::exists(d + "/pngs/sample_5.png"));
+  EXPECT_LE(ddpm::read_npy(d + "/s.npy").abs().max().item<float>(), 1.0f);  // clipped, as images are by default
+  auto n = run("nll -q -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --json");
+  ASSERT_EQ(n.code, 0) << n.output;
+  EXPECT_NE(n.output.find("\"decoder\":\"discrete\""), std::string::npos) << n.output;
+  expect_one_line_error("train --data folder:" + d + "/data --hidden 3 --out " + d + "/r2", "--hidden");
+  expect_one_line_error("train --preset imagenet --out " + d + "/r3", "unknown preset");
+  expect_one_line_error("train --data fashion-mnist:valid --out " + d + "/r4", "fashion-mnist");
+  expect_one_line_error("train --device tpu --out " + d + "/r5", "unknown device");
 }

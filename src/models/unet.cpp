@@ -40,7 +40,7 @@ torch::nn::Linear dense(int64_t in, int64_t out, double scale = 1.0) {
 torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
   if (channels % groups != 0)
     throw InvalidArgument("GroupNorm: " + std::to_string(channels) + " channels do not divide into " +
-                          std::to_string(groups) + " groups");
+                          std::to_string(groups) + " groups (choose --groups that divides the channel counts)");
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(1e-6));
 }
 

@@ -35,7 +35,7 @@ void run_nll(NllArgs& a) {
   if (is_image_spec(a.data)) {
     auto s = load_image_dataset(a.data);
     const int64_t n = std::min<int64_t>(a.num, s.size());
-    data.x = to_model_range(s.images.slice(0, 0, n), 32);
+    data.x = to_model_range(s.images.slice(0, 0, n), padded_side(s.images.size(2)));
     if (s.labels.defined()) data.labels = s.labels.slice(0, 0, n);
     data.num_classes = s.num_classes;
   } else {

@@ -35,7 +35,7 @@ struct TrainArgs {
   bool conditional = false, resume = false;
   std::optional<double> label_dropout;
   std::optional<int64_t> hidden, blocks;                       // MLP
-  std::optional<int64_t> channels, res_blocks;                 // U-Net
+  std::optional<int64_t> channels, res_blocks, groups;         // U-Net
   std::optional<std::vector<int64_t>> channel_mult, attention;
   std::optional<double> dropout;
   std::string preset, device = "cpu";
@@ -66,7 +66,7 @@ TrainData load_training_data(const nlohmann::json& meta) {
   const std::string spec = meta.at("spec");
   if (is_image_spec(spec)) {
     auto s = load_image_dataset(spec);
-    d.x = to_model_range(s.images, 32);  // 28×28 is padded to 32×32 (SPEC §6: three halvings)
+    d.x = to_model_range(s.images, padded_side(s.images.size(2)));
     d.labels = s.labels;
     d.num_classes = s.num_classes;
     d.images = true;
@@ -236,11 +236,12 @@ void run_train(TrainArgs& a) {
       if (a.res_blocks) u.num_res_blocks = *a.res_blocks;
       if (a.attention) u.attention_resolutions = *a.attention;
       if (a.dropout) u.dropout = *a.dropout;
+      if (a.groups) u.groups = *a.groups;
       u.learn_sigma = out_factor == 2;
       u.num_classes = a.conditional ? data.num_classes : 0;
       net = std::make_shared<UNet>(u);
     } else {
-      if (a.channels || a.channel_mult || a.res_blocks || a.attention || a.dropout)
+      if (a.channels || a.channel_mult || a.res_blocks || a.attention || a.dropout || a.groups)
         throw InvalidArgument("--channels, --channel-mult, --res-blocks, --attention and --dropout set the U-Net of "
                               "image data; points train an MLP (--hidden, --blocks)");
       MLPOptions o;
@@ -358,6 +359,7 @@ void register_train(CLI::App& app) {
   c->add_option("--res-blocks", a->res_blocks, "U-Net residual blocks per level [2]");
   c->add_option("--attention", a->attention, "resolutions with self-attention [16]")->delimiter(',');
   c->add_option("--dropout", a->dropout, "U-Net dropout [0.1]");
+  c->add_option("--groups", a->groups, "U-Net GroupNorm groups; must divide every channel count [32]");
   c->add_option("--sample-every", a->sample_every, "write a sample grid PNG (EMA, DDIM 50) every N steps (images)");
   c->add_option("--hidden", a->hidden, "MLP width [128]");
   c->add_option("--blocks", a->blocks, "MLP residual blocks [3]");

@@ -41,6 +41,10 @@ ImageSet load_image_dataset(const std::string& spec);
 /// True if `spec` names an image data set (as opposed to toy:NAME or a .npy point file).
 bool is_image_spec(const std::string& spec);
 
+/// The side a data set is padded to for the U-Net: 28×28 (MNIST, Fashion-MNIST) becomes 32×32, so that three
+/// halvings stay whole; every other side is kept (returns 0).
+inline int64_t padded_side(int64_t side) { return side == 28 ? 32 : 0; }
+
 /// uint8 [N, C, H, W] → float [-1, 1], padded with -1 (black) to at least `min_side` square (28 → 32).
 at::Tensor to_model_range(const at::Tensor& images, int64_t min_side = 0);
 
