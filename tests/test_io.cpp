@@ -179,3 +179,33 @@ TEST(Points, MixtureJson) {
   write_bytes(tmp("bad2.json"), R"({"weights": [1, 2], "means": [[0, 0]]})");
   EXPECT_THROW(load_mixture_json(tmp("bad2.json")), FormatError);
 }
+
+TEST(SafeTensors, AnIndependentReaderFromTheSpecificationAcceptsOurCheckpoints) {
+  if (std::system("python3 -c 'import json, struct, math' > /dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  SafeTensors st;
+  st.tensors = {{"ema.w", at::randn({3, 5}, gen(4))},
+                {"b", at::arange(7, at::TensorOptions().dtype(at::kLong))},
+                {"d", at::randn({2, 2, 2}, gen(5)).to(at::kDouble)},
+                {"u", at::full({4}, 200, at::TensorOptions().dtype(at::kByte))},
+                {"empty", at::zeros({0, 3})}};
+  st.metadata = {{"network", R"({"type": "mlp"})"}, {"step", "12"}};
+  save_safetensors(tmp("conf.safetensors"), st);
+  nlohmann::json expected = {{"__metadata_keys__", {"network", "step"}}};
+  for (const auto& [name, t] : st.tensors)
+    expected[name] = {{"dtype", std::string(t.scalar_type() == at::kFloat   ? "F32"
+                                            : t.scalar_type() == at::kLong  ? "I64"
+                                            : t.scalar_type() == at::kDouble ? "F64"
+                                                                              : "U8")},
+                      {"shape", t.sizes().vec()},
+                      {"sum", t.to(at::kDouble).sum().item<double>()}};
+  write_file_atomic(tmp("conf.json"), expected.dump());
+  const std::string cmd = "python3 " + std::string(DDPM_TEST_DATA) + "/../safetensors_conformance.py " +
+                          tmp("conf.safetensors") + " " + tmp("conf.json");
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  // The checker itself rejects a file that breaks the format.
+  std::string bytes = read_file(tmp("conf.safetensors"));
+  write_file_atomic(tmp("broken.safetensors"), bytes.substr(0, bytes.size() - 4));
+  const std::string bad = "python3 " + std::string(DDPM_TEST_DATA) + "/../safetensors_conformance.py " +
+                          tmp("broken.safetensors") + " " + tmp("conf.json") + " > /dev/null";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+}

@@ -176,10 +176,9 @@ void run_train(TrainArgs& a) {
     refuse("--data-size", a.data_size, stored_data.value("size", nlohmann::json()));
     refuse("--data-seed", a.data_seed, stored_data.value("seed", nlohmann::json()));
     refuse("--labels", a.labels, stored_data.value("labels", nlohmann::json()));
-    if (a.conditional != (stored_net.value("num_classes", 0) > 0))
-      throw ConfigMismatch("'" + ckpt + "' was trained " + (a.conditional ? "un" : "") +
-                           "conditionally; --resume cannot change it (" + (a.conditional ? "drop" : "add") +
-                           " --conditional)");
+    if (a.conditional && stored_net.value("num_classes", 0) == 0)
+      throw ConfigMismatch("'" + ckpt + "' was trained unconditionally; --resume cannot change it (drop --conditional)");
+    if (!a.preset.empty()) throw ConfigMismatch("--preset applies to new runs; --resume continues '" + ckpt + "' as it was");
     auto net = make_network(stored_net);
     auto dcfg = a.diffusion.merge_with(DiffusionConfig::from_json(st.meta.at("diffusion")), "'" + ckpt + "'");
     auto tcfg = TrainConfig::from_json(st.meta.at("train"));
