@@ -4,6 +4,7 @@
 #include "ddpm/data/points.h"
 #include "ddpm/models/mlp.h"
 #include "ddpm/samplers.h"
+#include "ddpm/train/loader.h"
 #include "ddpm/train/trainer.h"
 #include "support.h"
 
@@ -131,4 +132,26 @@ TEST(Train, EveryObjectiveTrainsAndItsStateRoundTrips) {
     auto pa = a->ema_network()->parameters(), pb = b->ema_network()->parameters();
     for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(pa[i].equal(pb[i]));
   }
+}
+
+TEST(Train, LoaderCoversEachEpochOnceAndPrefetchesTheSameBatches) {
+  auto data = at::arange(100, at::TensorOptions().dtype(at::kFloat)).view({100, 1});
+  BatchLoader a(data, {}, 10, 3, false), b(data, {}, 10, 3, false);
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    std::vector<at::Tensor> seen;
+    for (int64_t k = 0; k < 10; ++k) {
+      auto x = a.get(epoch * 10 + k).x;
+      EXPECT_TRUE(x.equal(b.make(epoch * 10 + k).x));  // prefetched or not, the same batch
+      seen.push_back(x);
+    }
+    auto all = std::get<0>(at::cat(seen).view(-1).sort());
+    EXPECT_TRUE(all.equal(data.view(-1))) << "epoch " << epoch << " is not a permutation";
+  }
+  // Flips are per image, about half of them, and a pure function of the step.
+  auto img = at::arange(4, at::TensorOptions().dtype(at::kFloat)).view({1, 1, 1, 4}).repeat({1000, 1, 1, 1});
+  BatchLoader f(img, {}, 1000, 1, true);
+  auto x = f.get(0).x;
+  auto flipped = (x.select(3, 0) == 3).to(at::kDouble).mean().item<double>();
+  EXPECT_NEAR(flipped, 0.5, 0.05);
+  EXPECT_TRUE(f.make(0).x.equal(x));
 }

@@ -58,39 +58,19 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
     }
   }
   ema_->eval();
+  loader_ = std::make_unique<BatchLoader>(data_, num_classes_ > 0 ? labels_ : at::Tensor(), config_.batch, config_.seed,
+                                          config_.random_flip);
   adam_ = std::make_unique<Adam>(params_, config_.adam_beta1, config_.adam_beta2, config_.adam_eps);
-}
-
-at::Tensor Trainer::batch_indices(int64_t step) const {
-  // Epoch-wise shuffles that depend only on (seed, epoch), so resumption needs no loader state. A data set
-  // smaller than a batch is drawn with replacement.
-  const int64_t N = data_.size(0), B = config_.batch;
-  if (N < B) {
-    auto g = compat::make_cpu_generator(config_.seed * 1000003ULL + static_cast<uint64_t>(step) + 1);
-    return at::randint(0, N, {B}, g, at::TensorOptions().dtype(at::kLong));
-  }
-  const int64_t per_epoch = N / B;
-  const int64_t epoch = step / per_epoch, k = step % per_epoch;
-  if (epoch != perm_epoch_) {
-    auto g = compat::make_cpu_generator(config_.seed * 1000003ULL + static_cast<uint64_t>(epoch) + 0x9e3779b9ULL);
-    perm_ = at::randperm(N, g, at::TensorOptions().dtype(at::kLong));
-    perm_epoch_ = epoch;
-  }
-  return perm_.slice(0, k * B, (k + 1) * B);
 }
 
 StepStats Trainer::step() {
   net_->train();
   const int64_t B = config_.batch;
-  auto idx = batch_indices(step_);
-  auto x0 = data_.index_select(0, idx);
-  if (config_.random_flip && x0.dim() == 4) {
-    auto flip = (at::rand({B}, gen_) < 0.5).view({B, 1, 1, 1});
-    x0 = at::where(flip, x0.flip({3}), x0);
-  }
+  auto batch = loader_->get(step_);
+  auto x0 = batch.x;
   at::Tensor y;
   if (num_classes_ > 0) {
-    y = labels_.index_select(0, idx);
+    y = batch.labels;
     if (config_.label_dropout > 0) {
       // Classifier-free guidance training: drop labels to the null label with probability p_uncond.
       auto drop = at::rand({B}, gen_) < config_.label_dropout;

@@ -15,6 +15,7 @@
 #include "ddpm/timestep_sampler.h"
 #include "ddpm/train/adam.h"
 #include "ddpm/train/config.h"
+#include "ddpm/train/loader.h"
 
 namespace ddpm {
 
@@ -58,8 +59,6 @@ class Trainer {
   void load_state(const TrainState& state);
 
  private:
-  at::Tensor batch_indices(int64_t step) const;
-
   std::shared_ptr<Network> net_, ema_;
   DiffusionConfig dcfg_;
   TrainConfig config_;
@@ -74,9 +73,8 @@ class Trainer {
   std::vector<at::Tensor> params_, ema_params_;
   at::Generator gen_;
   at::Device device_;
+  std::unique_ptr<BatchLoader> loader_;
   int64_t step_ = 0;
-  mutable int64_t perm_epoch_ = -1;
-  mutable at::Tensor perm_;
 };
 
 }  // namespace ddpm
