@@ -200,7 +200,11 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
                " --channels 8 --channel-mult 1,2 --attention 4 --res-blocks 1 --groups 4 --timesteps 50 --out " + d + "/run");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(fs::exists(d + "/run/samples_6.png"));
-  auto info = run("info --json " + d + "/run/checkpoint.safetensors");
+  auto info = run("info --json " + d + "/run/checkpoint.safetensors --strip " + d + "/model.safetensors");
+  ASSERT_EQ(info.code, 0) << info.output;
+  EXPECT_LT(fs::file_size(d + "/model.safetensors"), fs::file_size(d + "/run/checkpoint.safetensors") / 3);
+  auto from_stripped = run("sample -q -m " + d + "/model.safetensors --steps 3 -n 2 --class 1 -o " + d + "/m.npy");
+  EXPECT_EQ(from_stripped.code, 0) << from_stripped.output;
   EXPECT_NE(info.output.find("\"type\":\"unet\""), std::string::npos) << info.output;
   auto s = run("sample -q -m " + d + "/run/checkpoint.safetensors --sampler ddim --steps 5 --per-class -n 3 --plot " + d +
                "/grid.png --png-dir " + d + "/pngs -o " + d + "/s.npy");

@@ -47,6 +47,18 @@ TrainState load_train_state(const std::string& path) {
   return out;
 }
 
+void save_model_only(const std::string& checkpoint_path, const std::string& out_path) {
+  auto st = load_safetensors(checkpoint_path);
+  parse_meta(st.metadata, checkpoint_path);
+  SafeTensors out;
+  out.metadata = st.metadata;
+  out.metadata["contents"] = "ema-only";
+  for (const auto& [name, t] : st.tensors)
+    if (name.rfind("ema.", 0) == 0) out.tensors.emplace_back(name, t);
+  if (out.tensors.empty()) throw FormatError("'" + checkpoint_path + "' holds no EMA weights");
+  save_safetensors(out_path, out);
+}
+
 LoadedModel load_model(const std::string& path, bool ema) {
   auto st = load_safetensors(path);
   LoadedModel m;

@@ -13,8 +13,14 @@ void register_info(CLI::App& app) {
   auto* c = app.add_subcommand("info", "show a checkpoint's configuration, size, data and training command");
   c->add_option("checkpoint", *path, "CHECKPOINT.safetensors")->required();
   c->add_flag("--json", *json, "print the metadata as JSON");
-  c->callback([path, json] {
+  auto strip = std::make_shared<std::string>();
+  c->add_option("--strip", *strip, "write a copy holding only the EMA weights and the model card (a shippable model)");
+  c->callback([path, json, strip] {
     auto m = load_model(*path);
+    if (!strip->empty()) {
+      save_model_only(*path, *strip);
+      if (!global_options().quiet) std::cerr << "wrote " << *strip << " (EMA weights and model card)\n";
+    }
     nlohmann::json card = m.meta;
     card["parameters"] = m.network->num_parameters();
     if (*json) {

@@ -17,6 +17,10 @@ void save_checkpoint(const std::string& path, const TrainState& state, const nlo
 /// Reads a checkpoint back as a trainer state; throws IoError / FormatError naming the path.
 TrainState load_train_state(const std::string& path);
 
+/// Writes only what sampling needs: the EMA weights and the metadata (no raw weights, optimiser or RNG state), as
+/// models are shipped. load_model() reads it; --resume cannot.
+void save_model_only(const std::string& checkpoint_path, const std::string& out_path);
+
 struct LoadedModel {
   std::shared_ptr<Network> network;  ///< in eval mode
   DiffusionConfig diffusion;
