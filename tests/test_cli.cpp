@@ -216,6 +216,7 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   ASSERT_EQ(n.code, 0) << n.output;
   EXPECT_NE(n.output.find("\"decoder\":\"discrete\""), std::string::npos) << n.output;
   expect_one_line_error("train --data folder:" + d + "/data --hidden 3 --out " + d + "/r2", "--hidden");
+  expect_one_line_error("train --resume --channels 16 --out " + d + "/run", "--channels 8");
   expect_one_line_error("train --preset imagenet --out " + d + "/r3", "unknown preset");
   expect_one_line_error("train --data fashion-mnist:valid --out " + d + "/r4", "fashion-mnist");
   expect_one_line_error("train --device tpu --out " + d + "/r5", "unknown device");

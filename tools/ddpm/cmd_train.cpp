@@ -172,6 +172,12 @@ void run_train(TrainArgs& a) {
     };
     refuse("--hidden", a.hidden, stored_net.value("hidden", nlohmann::json()));
     refuse("--blocks", a.blocks, stored_net.value("blocks", nlohmann::json()));
+    refuse("--channels", a.channels, stored_net.value("base_channels", nlohmann::json()));
+    refuse("--channel-mult", a.channel_mult, stored_net.value("channel_mult", nlohmann::json()));
+    refuse("--res-blocks", a.res_blocks, stored_net.value("num_res_blocks", nlohmann::json()));
+    refuse("--attention", a.attention, stored_net.value("attention_resolutions", nlohmann::json()));
+    refuse("--dropout", a.dropout, stored_net.value("dropout", nlohmann::json()));
+    refuse("--groups", a.groups, stored_net.value("groups", nlohmann::json()));
     refuse("--data", a.data, stored_data.value("spec", nlohmann::json()));
     refuse("--data-size", a.data_size, stored_data.value("size", nlohmann::json()));
     refuse("--data-seed", a.data_seed, stored_data.value("seed", nlohmann::json()));
