@@ -221,3 +221,31 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   expect_one_line_error("train --data fashion-mnist:valid --out " + d + "/r4", "fashion-mnist");
   expect_one_line_error("train --device tpu --out " + d + "/r5", "unknown device");
 }
+
+TEST(Cli, Cifar10PresetBuildsThePapersModelAndTrainsOnACifarFolder) {
+  // Two records in the CIFAR-10 binary layout stand in for the data set (1 label byte, 3072 pixel bytes each).
+  const std::string d = dir() + "/cifar";
+  fs::create_directories(d);
+  std::string rec;
+  for (int r = 0; r < 2; ++r) {
+    rec += static_cast<char>(r);
+    for (int i = 0; i < 3072; ++i) rec += static_cast<char>((i * 7 + r * 50) % 256);
+  }
+  for (int b = 1; b <= 5; ++b) std::ofstream(d + "/data_batch_" + std::to_string(b) + ".bin", std::ios::binary) << rec;
+  auto r = run("train --preset cifar10-ddpm --data cifar10:" + d + " --describe");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"parameters\":35746307"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"ema_decay\":0.9999"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"warmup\":5000"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"random_flip\":true"), std::string::npos) << r.output;
+  auto imp = run("train --preset cifar10-improved --data cifar10:" + d + " --describe");
+  ASSERT_EQ(imp.code, 0) << imp.output;
+  EXPECT_NE(imp.output.find("\"learned_range\""), std::string::npos);
+  EXPECT_NE(imp.output.find("\"timesteps\":4000"), std::string::npos);
+  EXPECT_NE(imp.output.find("\"num_res_blocks\":3"), std::string::npos);
+  // One real step of the 35.7M-parameter model on the folder.
+  auto t = run("train -q --preset cifar10-ddpm --data cifar10:" + d + " --steps 1 --batch 2 --out " + d + "/run");
+  ASSERT_EQ(t.code, 0) << t.output;
+  EXPECT_EQ(ddpm::load_train_state(d + "/run/checkpoint.safetensors").meta.at("step"), 1);
+  fs::remove_all(d + "/run");  // 570 MB of state
+}

@@ -32,7 +32,7 @@ struct TrainArgs {
   std::string out = "runs/toy";
   std::optional<int64_t> data_size;
   std::optional<uint64_t> data_seed;
-  bool conditional = false, resume = false;
+  bool conditional = false, resume = false, describe = false;
   std::optional<double> label_dropout;
   std::optional<int64_t> hidden, blocks;                       // MLP
   std::optional<int64_t> channels, res_blocks, groups;         // U-Net
@@ -257,6 +257,15 @@ void run_train(TrainArgs& a) {
       o.num_classes = a.conditional ? data.num_classes : 0;
       net = std::make_shared<MLPDenoiser>(o);
     }
+    if (a.describe) {
+      // What this command would train, without training it.
+      nlohmann::json card = {{"network", net->config()},        {"parameters", net->num_parameters()},
+                             {"diffusion", dcfg.to_json()},     {"train", a.train.to_json()},
+                             {"data", data_meta},               {"examples", data.x.size(0)},
+                             {"item_shape", data.x[0].sizes().vec()}};
+      std::cout << card.dump() << "\n";
+      return;
+    }
     trainer = std::make_unique<Trainer>(net, dcfg, a.train, data.x, a.conditional ? data.labels : at::Tensor(),
                                         data.images ? Decoder::discrete : Decoder::continuous, device);
     std::filesystem::remove(metrics_path);
@@ -369,6 +378,7 @@ void register_train(CLI::App& app) {
   c->add_option("--hidden", a->hidden, "MLP width [128]");
   c->add_option("--blocks", a->blocks, "MLP residual blocks [3]");
   c->add_option("--out", a->out, "output directory (checkpoint.safetensors, metrics.jsonl)")->capture_default_str();
+  c->add_flag("--describe", a->describe, "print what would be trained (network, parameter count, settings) as JSON and stop");
   c->add_flag("--resume", a->resume, "continue from OUT/checkpoint.safetensors (--steps may extend the run)");
   c->add_option("--checkpoint-every", a->checkpoint_every, "steps between checkpoints")->capture_default_str()
       ->check(CLI::PositiveNumber);
