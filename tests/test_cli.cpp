@@ -180,6 +180,11 @@ TEST(Cli, SameSeedSameBytes) {
   auto s1 = ddpm::read_npy(d + "/s1.npy"), s2 = ddpm::read_npy(d + "/s2.npy"), s3 = ddpm::read_npy(d + "/s3.npy");
   EXPECT_TRUE(s1.equal(s2));
   EXPECT_FALSE(s1.equal(s3));
+  // --guidance-scale s is --guidance w with s = 1 + w.
+  auto w = run("sample -q -m gmm:8gaussians --sampler ddim --steps 10 -n 50 --class 2 --guidance 1.5 --json");
+  auto sc = run("sample -q -m gmm:8gaussians --sampler ddim --steps 10 -n 50 --class 2 --guidance-scale 2.5 --json");
+  EXPECT_EQ(w.code, 0);
+  EXPECT_EQ(w.output, sc.output);
   auto n1 = run("nll -q -m gaussian:mean=0.1,std=0.4,dim=2 --data toy:gaussian -n 500 --timesteps 100 --json");
   auto n2 = run("nll -q -m gaussian:mean=0.1,std=0.4,dim=2 --data toy:gaussian -n 500 --timesteps 100 --json");
   EXPECT_EQ(n1.code, 0) << n1.output;

@@ -19,6 +19,7 @@ struct SampleArgs {
   std::string model, sampler = "ddpm", spacing = "ddim", init, out_npy, plot, json_path;
   std::optional<int64_t> steps;
   double eta = 0.0, guidance = 0.0;
+  std::optional<double> guidance_scale;
   std::optional<int64_t> klass;
   int64_t num = 1000;
   uint64_t seed = 0;
@@ -34,6 +35,7 @@ void run_sample(SampleArgs& a) {
   if (a.num < 1) throw InvalidArgument("--num must be at least 1");
   check_writable(a.out_npy);
   check_writable(a.plot);
+  if (a.guidance_scale) a.guidance = *a.guidance_scale - 1.0;  // diffusers' scale s = 1 + w
   auto h = load_model_spec(a.model, a.diffusion);
   const bool images = h.item_shape.size() == 3;
   const int64_t T = h.diffusion.timesteps;
@@ -156,6 +158,8 @@ void register_sample(CLI::App& app) {
   c->add_option("--spacing", a->spacing, "which steps: ddim, even, linspace, leading, trailing")->capture_default_str();
   c->add_option("--eta", a->eta, "DDIM stochasticity η ≥ 0 (0 deterministic, 1 ≈ DDPM)")->capture_default_str();
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
+  c->add_option("--guidance-scale", a->guidance_scale, "the same as a scale s = 1 + w (diffusers' guidance_scale)")
+      ->excludes("--guidance");
   c->add_option("--class", a->klass, "class label to sample");
   c->add_option("--num,-n", a->num, "number of samples")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of x_T and the sampler's noise")->capture_default_str();
