@@ -94,6 +94,66 @@ at::Tensor ddim_invert(const GaussianDiffusion& diffusion, const Denoiser& model
   return x;
 }
 
+at::Tensor dpm_solver_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
+                             int order, const SampleOptions& opts) {
+  check_start(x_T, "x_T");
+  if (order != 1 && order != 2) throw InvalidArgument("DPM-Solver++ order must be 1 or 2 (got " + std::to_string(order) + ")");
+  c10::InferenceMode guard;
+  const int64_t T = diffusion.num_timesteps();
+  const auto& ac = diffusion.alphas_cumprod();
+  const auto& acp = diffusion.alphas_cumprod_prev();
+  auto half_logsnr = [](double a) { return 0.5 * std::log(a / (1.0 - a)); };
+  at::Tensor x = x_T.clone(), last_x0;
+  double last_h = 0.0;
+  for (int64_t i = T - 1; i >= 0; --i) {
+    auto t = step_t(i, x);
+    at::Tensor x0 = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised).pred_x0;
+    if (acp[i] >= 1.0) {
+      x = x0;  // σ_prev = 0: the first-order step lands on x̂0
+    } else {
+      const double h = half_logsnr(acp[i]) - half_logsnr(ac[i]);
+      at::Tensor d = x0;
+      if (order == 2 && last_x0.defined()) {
+        const double k = 1.0 / (2.0 * (last_h / h));
+        d = (1.0 + k) * x0 - k * last_x0;
+      }
+      x = std::sqrt((1.0 - acp[i]) / (1.0 - ac[i])) * x - std::sqrt(acp[i]) * std::expm1(-h) * d;
+      last_h = h;
+    }
+    last_x0 = x0;
+    if (opts.progress) opts.progress(T - i, T);
+  }
+  return x;
+}
+
+at::Tensor langevin_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
+                           at::Generator gen, const LangevinOptions& lopts, const SampleOptions& opts) {
+  check_start(x_T, "x_T");
+  if (lopts.steps_per_level < 1) throw InvalidArgument("Langevin needs at least one step per level");
+  if (!(lopts.step_scale > 0.0)) throw InvalidArgument("the Langevin step scale must be > 0");
+  c10::InferenceMode guard;
+  const int64_t T = diffusion.num_timesteps();
+  const auto& ac = diffusion.alphas_cumprod();
+  const int64_t total = T * lopts.steps_per_level;
+  at::Tensor y = x_T / std::sqrt(ac[T - 1]);
+  int64_t done = 0;
+  for (int64_t i = T - 1; i >= 0; --i) {
+    auto t = step_t(i, y);
+    const double sigma = std::sqrt((1.0 - ac[i]) / ac[i]), alpha = lopts.step_scale * sigma * sigma;
+    for (int64_t k = 0; k < lopts.steps_per_level; ++k) {
+      auto x = std::sqrt(ac[i]) * y;
+      auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
+      auto eps = diffusion.predict_eps_from_x0(x, t, p.pred_x0);
+      y = y - (0.5 * alpha / sigma) * eps + std::sqrt(alpha) * noise_like(y, gen);
+      if (opts.progress) opts.progress(++done, total);
+    }
+  }
+  if (!lopts.denoise_last) return std::sqrt(ac[0]) * y;
+  // One more evaluation at the lowest level: x̂0 of the final point.
+  auto x = std::sqrt(ac[0]) * y;
+  return diffusion.p_mean_variance(model, x, step_t(0, x), opts.y, opts.clip_denoised).pred_x0;
+}
+
 Denoiser classifier_free_guidance(Denoiser model, double w, int64_t null_label, bool learned_variance) {
   return [model = std::move(model), w, null_label, learned_variance](const at::Tensor& x, const at::Tensor& t,
                                                                      const at::Tensor& y) {

@@ -166,7 +166,7 @@ Spacing parse_spacing(const std::string& name) {
   if (name == "linspace") return Spacing::linspace;
   if (name == "leading") return Spacing::leading;
   if (name == "trailing") return Spacing::trailing;
-  throw InvalidArgument("unknown spacing '" + name + "' (choose ddim, even, linspace, leading or trailing)");
+  throw InvalidArgument("unknown spacing '" + name + "' (choose ddim, even, quadratic, logsnr, linspace, leading or trailing)");
 }
 
 std::string to_string(Spacing s) {
@@ -217,13 +217,80 @@ std::vector<int64_t> diffusers_timesteps(int64_t T, int64_t n, Spacing spacing, 
   return out;
 }
 
-std::vector<int64_t> respaced_timesteps(int64_t T, int64_t steps, const std::string& spacing) {
+namespace {
+
+/// Rounds a grid of real timesteps to distinct integers in 0..T-1, keeping the order: each step moves up past its
+/// predecessor where rounding made them collide, and down where that would overrun the end.
+std::vector<int64_t> distinct_ascending(const std::vector<double>& grid, int64_t T) {
+  const int64_t n = static_cast<int64_t>(grid.size());
+  std::vector<int64_t> out(n);
+  for (int64_t k = 0; k < n; ++k) {
+    out[k] = std::clamp<int64_t>(std::llround(grid[k]), 0, T - 1);
+    if (k > 0) out[k] = std::max(out[k], out[k - 1] + 1);
+  }
+  for (int64_t k = n - 1; k >= 0; --k) {
+    out[k] = std::min(out[k], T - n + k);
+    if (k + 1 < n) out[k] = std::min(out[k], out[k + 1] - 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<int64_t> quadratic_timesteps(int64_t T, int64_t steps) {
+  check_timesteps(T);
+  if (steps < 1 || steps > T) throw InvalidArgument("quadratic spacing needs 1..T steps");
+  // DDIM's CIFAR-10 choice: τ_i = (i · √(0.8 T)/(S-1))², i = 0..S-1, truncated to integers.
+  std::vector<double> grid(steps);
+  const double top = std::sqrt(0.8 * static_cast<double>(T));
+  for (int64_t i = 0; i < steps; ++i) {
+    const double r = steps == 1 ? 0.0 : top * static_cast<double>(i) / static_cast<double>(steps - 1);
+    grid[i] = std::floor(r * r);
+  }
+  return distinct_ascending(grid, T);
+}
+
+std::vector<int64_t> logsnr_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps) {
+  const int64_t T = static_cast<int64_t>(alphas_cumprod.size());
+  check_timesteps(T);
+  if (steps < 1 || steps > T) throw InvalidArgument("logsnr spacing needs 1..T steps");
+  std::vector<double> lambda(T);  // half log-SNR, decreasing in t
+  for (int64_t t = 0; t < T; ++t) lambda[t] = 0.5 * std::log(alphas_cumprod[t] / (1.0 - alphas_cumprod[t]));
+  for (int64_t t = 1; t < T; ++t)
+    if (!(lambda[t] < lambda[t - 1])) throw InvalidArgument("logsnr spacing needs a strictly decreasing ᾱ");
+  // Targets evenly spaced in λ from λ(T-1) to λ(0); each becomes the (fractional) timestep where the piecewise
+  // linear λ(t) reaches it, then the nearest integer.
+  std::vector<double> grid(steps);
+  int64_t seg = T - 1;
+  for (int64_t i = steps - 1; i >= 0; --i) {
+    const double target = steps == 1 ? lambda[T - 1]
+                                     : lambda[T - 1] + (lambda[0] - lambda[T - 1]) * static_cast<double>(steps - 1 - i) /
+                                                           static_cast<double>(steps - 1);
+    while (seg > 0 && lambda[seg - 1] <= target) --seg;  // lambda[seg] <= target < lambda[seg-1]
+    if (seg == 0) {
+      grid[i] = 0.0;
+    } else {
+      const double f = (target - lambda[seg]) / (lambda[seg - 1] - lambda[seg]);
+      grid[i] = static_cast<double>(seg) - f;
+    }
+  }
+  return distinct_ascending(grid, T);
+}
+
+std::vector<int64_t> respaced_timesteps(int64_t T, int64_t steps, const std::string& spacing,
+                                        const std::vector<double>& alphas_cumprod) {
   check_timesteps(T);
   if (steps < 1 || steps > T)
     throw InvalidArgument("the number of sampling steps must be between 1 and T = " + std::to_string(T) + " (got " +
                           std::to_string(steps) + ")");
   if (spacing == "ddim") return space_timesteps(T, "ddim" + std::to_string(steps));
   if (spacing == "even") return space_timesteps(T, std::to_string(steps));
+  if (spacing == "quadratic") return quadratic_timesteps(T, steps);
+  if (spacing == "logsnr") {
+    if (static_cast<int64_t>(alphas_cumprod.size()) != T)
+      throw InvalidArgument("logsnr spacing needs the schedule's ᾱ (" + std::to_string(T) + " values)");
+    return logsnr_timesteps(alphas_cumprod, steps);
+  }
   return diffusers_timesteps(T, steps, parse_spacing(spacing));
 }
 

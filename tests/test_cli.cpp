@@ -107,6 +107,9 @@ TEST(Cli, BadInputGivesOneLineAndNonZeroExit) {
   expect_one_line_error("sample -m " + d + "/trunc.npy", "trunc.npy");  // not a checkpoint
   expect_one_line_error("sample -m gmm:8gaussians --guidance 2", "--class");
   expect_one_line_error("sample -m gmm:8gaussians --frobnicate", "frobnicate");
+  expect_one_line_error("sample -m gmm:8gaussians --sampler dpm++ --order 3", "order");
+  expect_one_line_error("sample -m gmm:8gaussians --sampler langevin --langevin-steps 0", "step per level");
+  expect_one_line_error("sample -m gmm:8gaussians --sampler langevin --langevin-scale -1", "step scale");
   expect_one_line_error("nll -m gaussian:dim=3 --data toy:moons", "dimensions");
 }
 
@@ -180,6 +183,12 @@ TEST(Cli, SameSeedSameBytes) {
   auto s1 = ddpm::read_npy(d + "/s1.npy"), s2 = ddpm::read_npy(d + "/s2.npy"), s3 = ddpm::read_npy(d + "/s3.npy");
   EXPECT_TRUE(s1.equal(s2));
   EXPECT_FALSE(s1.equal(s3));
+  for (const std::string sampler : {"dpm++ --steps 12", "langevin --steps 10 --langevin-steps 2"}) {
+    const std::string cmd = "sample -q -m gmm:8gaussians --sampler " + sampler + " -n 100 --seed 4 --json";
+    auto r1 = run(cmd), r2 = run(cmd);
+    EXPECT_EQ(r1.code, 0) << r1.output;
+    EXPECT_EQ(r1.output, r2.output) << sampler;
+  }
   // --guidance-scale s is --guidance w with s = 1 + w.
   auto w = run("sample -q -m gmm:8gaussians --sampler ddim --steps 10 -n 50 --class 2 --guidance 1.5 --json");
   auto sc = run("sample -q -m gmm:8gaussians --sampler ddim --steps 10 -n 50 --class 2 --guidance-scale 2.5 --json");

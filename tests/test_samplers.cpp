@@ -205,3 +205,120 @@ TEST(Samplers, ReportProgressAndRejectBadInput) {
   auto b = ddim_sample(d, den, at::randn({64, 1}, g2), 0.5, g2);
   EXPECT_TRUE(a.equal(b));
 }
+
+namespace {
+
+/// Energy distance (Székely) between two samples, in double: 2E|X-Y| - E|X-X'| - E|Y-Y'|.
+double energy_distance(const at::Tensor& a, const at::Tensor& b) {
+  auto x = a.to(at::kDouble), y = b.to(at::kDouble);
+  return 2.0 * at::cdist(x, y).mean().item<double>() - at::cdist(x, x).mean().item<double>() -
+         at::cdist(y, y).mean().item<double>();
+}
+
+/// Spread of the samples about their nearest ring centre (the components have std 0.1 per axis).
+double within_mode_std(const at::Tensor& x) {
+  auto g = toy_mixture("8gaussians");
+  auto centres = at::empty({8, 2}, at::TensorOptions().dtype(at::kDouble));
+  for (int k = 0; k < 8; ++k) centres[k] = at::tensor(g.means[k], at::TensorOptions().dtype(at::kDouble));
+  auto xd = x.to(at::kDouble);
+  auto arg = std::get<1>(at::cdist(xd, centres).min(1));
+  return (xd - centres.index_select(0, arg)).pow(2).mean().sqrt().item<double>();
+}
+
+GaussianDiffusion respaced(int64_t steps, const std::string& spacing) {
+  auto base = Schedule::make(BetaSchedule::linear, 1000);
+  return GaussianDiffusion(base.respace(respaced_timesteps(1000, steps, spacing, alphas_cumprod(base.betas))),
+                           MeanType::eps, VarType::fixed_large);
+}
+
+}  // namespace
+
+TEST(Samplers, DpmSolverFirstOrderIsDdim) {
+  auto full = make_diffusion(1000);
+  auto mix = ExactMixtureDenoiser(toy_mixture("8gaussians"), full.alphas_cumprod()).as_denoiser();
+  auto d = respaced(20, "ddim");
+  auto g = gen(80);
+  auto xT = at::randn({2000, 2}, g, at::TensorOptions().dtype(at::kDouble));
+  auto a = dpm_solver_sample(d, mix, xT, 1), b = ddim_sample(d, mix, xT, 0.0, g);
+  EXPECT_LT(max_abs_diff(a, b), 1e-9);
+  EXPECT_THROW(dpm_solver_sample(d, mix, xT, 3), InvalidArgument);
+}
+
+TEST(Samplers, DpmSolverMatchesTheGaussianMomentsAndBeatsDdimAtFewSteps) {
+  // On the paper's log-SNR grid the second-order solver's error in the std is a small fraction of DDIM's. (On grids
+  // whose last step jumps from t ≈ T/N to t = 0 the 2M extrapolation overshoots at 10–20 steps: the CLI therefore
+  // uses the log-SNR grid for DPM-Solver++ unless told otherwise.)
+  auto full = make_diffusion(1000);
+  auto den = exact_gaussian(full);
+  auto g = gen(81);
+  auto xT = at::randn({20000, 1}, g);
+  for (int64_t steps : {10, 20, 40, 1000}) {
+    auto d = respaced(steps, "logsnr");
+    auto [m2, s2] = moments(dpm_solver_sample(d, den, xT, 2));
+    auto [m1, s1] = moments(ddim_sample(d, den, xT, 0.0, g));
+    std::printf("N(0.1, 0.4²), %4lld log-SNR steps: DPM-Solver++(2M) mean %.4f std %.4f; DDIM mean %.4f std %.4f\n",
+                static_cast<long long>(steps), m2, s2, m1, s1);
+    if (steps <= 40) {
+      EXPECT_LT(std::fabs(s2 - kStd), 0.2 * std::fabs(s1 - kStd)) << steps;
+    }
+    EXPECT_NEAR(m2, kMean, 0.01) << steps;
+    EXPECT_NEAR(s2 / kStd, 1.0, steps == 10 ? 0.05 : 0.02) << steps;
+  }
+}
+
+TEST(Samplers, DpmSolverAtTwentyStepsIsCloserToTheMixtureThanDdim) {
+  auto full = make_diffusion(1000);
+  auto mix = ExactMixtureDenoiser(toy_mixture("8gaussians"), full.alphas_cumprod()).as_denoiser();
+  auto g = gen(82);
+  auto xT = at::randn({4000, 2}, g, at::TensorOptions().dtype(at::kDouble));
+  auto truth = sample_mixture(toy_mixture("8gaussians"), 4000, g).x;
+  // What two independent exact samples of this size score: the distance's own noise floor.
+  const double floor = energy_distance(sample_mixture(toy_mixture("8gaussians"), 4000, g).x, truth);
+  auto d = respaced(20, "logsnr");
+  auto dpm = dpm_solver_sample(d, mix, xT, 2), ddim = ddim_sample(d, mix, xT, 0.0, g);
+  // Both solve the same probability-flow ODE from the same x_T; its solution, to ~1e-3, is DDIM at 1000 steps.
+  auto ode = ddim_sample(full, mix, xT, 0.0, g);
+  const double e_dpm = energy_distance(dpm, truth), e_ddim = energy_distance(ddim, truth);
+  const double w_dpm = within_mode_std(dpm), w_ddim = within_mode_std(ddim), w_ode = within_mode_std(ode);
+  const double o_dpm = (dpm - ode).norm(2, 1).mean().item<double>(), o_ddim = (ddim - ode).norm(2, 1).mean().item<double>();
+  std::printf("8 Gaussians, 20 log-SNR steps, DPM-Solver++(2M) vs DDIM: within-mode std %.4f vs %.4f (exact 0.1, ODE "
+              "%.4f); mean distance to the ODE solution %.4f vs %.4f; energy distance to exact samples %.4f vs %.4f "
+              "(two exact samples: %.4f)\n",
+              w_dpm, w_ddim, w_ode, o_dpm, o_ddim, e_dpm, e_ddim, floor);
+  EXPECT_LT(std::fabs(w_dpm - 0.1), 0.4 * std::fabs(w_ddim - 0.1));
+  EXPECT_LT(o_dpm, 0.4 * o_ddim);
+  EXPECT_LT(e_dpm, e_ddim);
+  auto [frac, near] = mode_stats(dpm);
+  for (int k = 0; k < 8; ++k) EXPECT_NEAR(frac[k], 0.125, 0.02) << "mode " << k;
+  EXPECT_GT(near, 0.99);
+}
+
+TEST(Samplers, AnnealedLangevinMatchesTheGaussianAndTheMixture) {
+  auto full = make_diffusion(1000);
+  auto g = gen(83);
+  auto d = respaced(100, "logsnr");
+  auto xT = at::randn({20000, 1}, g);
+  // More steps per level: closer to the data (Langevin's bias is first order in the step size, and the chain lags
+  // behind the falling noise level less).
+  double last_err = 1e9;
+  for (int64_t k : {2, 20}) {
+    LangevinOptions lo{k, 0.3, true};
+    auto [m, s] = moments(langevin_sample(d, exact_gaussian(full), xT, g, lo));
+    std::printf("Langevin, 100 log-SNR levels × %lld steps, δ %.1f: mean %.4f std %.4f\n", static_cast<long long>(k),
+                lo.step_scale, m, s);
+    EXPECT_LT(std::fabs(s - kStd), last_err);
+    last_err = std::fabs(s - kStd);
+    if (k == 20) {
+      EXPECT_NEAR(m, kMean, 0.01);
+      EXPECT_NEAR(s / kStd, 1.0, 0.025);
+    }
+  }
+  auto mix = ExactMixtureDenoiser(toy_mixture("8gaussians"), full.alphas_cumprod()).as_denoiser();
+  auto xm = langevin_sample(d, mix, at::randn({8000, 2}, g), g, LangevinOptions{20, 0.3, true});
+  auto [frac, near] = mode_stats(xm);
+  std::printf("Langevin on 8 Gaussians: within-mode std %.4f (exact 0.1), near a mode %.4f\n", within_mode_std(xm), near);
+  for (int k = 0; k < 8; ++k) EXPECT_NEAR(frac[k], 0.125, 0.015) << "mode " << k;
+  EXPECT_GT(near, 0.99);
+  EXPECT_NEAR(within_mode_std(xm), 0.1, 0.01);
+  EXPECT_THROW(langevin_sample(d, mix, at::randn({4, 2}, g), g, LangevinOptions{0, 0.1, true}), InvalidArgument);
+}

@@ -84,3 +84,45 @@ TEST(Schedule, DiffusersSpacingsMatchReference) {
     EXPECT_EQ(diffusers_timesteps(c.T, n, spacing), c.steps) << c.T << " " << c.spec;
   }
 }
+
+TEST(Schedule, QuadraticSpacingIsDdimsCifarChoice) {
+  // DDIM's seq = (linspace(0, √(0.8 T), S))², truncated: recomputed here term by term.
+  for (int64_t S : {10, 20}) {
+    auto got = quadratic_timesteps(1000, S);
+    ASSERT_EQ(got.size(), size_t(S));
+    for (int64_t i = 0; i < S; ++i) {
+      const double r = std::sqrt(800.0) * double(i) / double(S - 1);
+      EXPECT_EQ(got[i], int64_t(std::floor(r * r))) << S << " " << i;
+    }
+  }
+  // With more steps than distinct squares near 0, the collisions are pushed apart and the order kept.
+  auto many = respaced_timesteps(1000, 300, "quadratic");
+  ASSERT_EQ(many.size(), 300u);
+  for (size_t i = 1; i < many.size(); ++i) EXPECT_GT(many[i], many[i - 1]);
+  EXPECT_EQ(many.back(), int64_t(std::floor(std::sqrt(800.0) * std::sqrt(800.0))));
+}
+
+TEST(Schedule, LogSnrSpacingIsEvenInLambda) {
+  // (On the cosine schedule λ_{T-1} is extreme, since β is capped at 0.999: an even grid in λ from there is legal
+  // but spends its steps near T, so only its shape is checked.)
+  for (auto bs : {BetaSchedule::linear, BetaSchedule::cosine}) {
+    auto ac = alphas_cumprod(make_betas(bs, 1000));
+    auto lambda = [&](int64_t t) { return 0.5 * std::log(ac[t] / (1 - ac[t])); };
+    for (int64_t S : {10, 20, 50}) {
+      auto kept = respaced_timesteps(1000, S, "logsnr", ac);
+      ASSERT_EQ(kept.size(), size_t(S));
+      EXPECT_EQ(kept.front(), 0);
+      EXPECT_EQ(kept.back(), 999);
+      const double gap = (lambda(0) - lambda(999)) / double(S - 1);
+      for (int64_t i = 1; i < S; ++i) {
+        ASSERT_GT(kept[i], kept[i - 1]);
+        if (bs != BetaSchedule::linear || S > 20) continue;  // at 50 steps λ's own gaps near t = 0 are wider
+        const double step = lambda(kept[i - 1]) - lambda(kept[i]);
+        EXPECT_GT(step, 0.5 * gap) << to_string(bs) << " " << S << " " << i;
+        EXPECT_LT(step, 1.5 * gap) << to_string(bs) << " " << S << " " << i;
+      }
+    }
+  }
+  EXPECT_THROW(respaced_timesteps(1000, 20, "logsnr"), InvalidArgument);  // needs ᾱ
+  EXPECT_THROW(respaced_timesteps(1000, 20, "cubic"), InvalidArgument);
+}

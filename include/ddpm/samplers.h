@@ -32,6 +32,28 @@ at::Tensor ddim_sample(const GaussianDiffusion& diffusion, const Denoiser& model
 at::Tensor ddim_invert(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x0,
                        const SampleOptions& opts = {}, int refine = 0);
 
+/// DPM-Solver++ (Lu et al. 2022, arXiv 2211.01095) in data prediction over the steps of `diffusion` (typically
+/// respaced; "logsnr" spacing is the paper's choice for small images), ending at ᾱ = 1. With λ = ½ log(ᾱ/(1-ᾱ)) and
+/// h = λ_prev - λ: order 1 is x_prev = (σ_prev/σ) x - α_prev (e^{-h} - 1) x̂0, which is DDIM with η = 0; order 2 is
+/// the multistep "2M" form, x̂0 replaced by D = (1 + 1/2r) x̂0 - (1/2r) x̂0_last with r = h_last/h. The first step
+/// and the final one (to σ = 0, where it is x̂0) are first order. One network call per step.
+at::Tensor dpm_solver_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
+                             int order = 2, const SampleOptions& opts = {});
+
+struct LangevinOptions {
+  int64_t steps_per_level = 5;  ///< Langevin steps at each noise level
+  double step_scale = 0.5;      ///< δ: the step at level t is α_t = δ σ_t², σ_t² = (1-ᾱ_t)/ᾱ_t
+  bool denoise_last = true;     ///< return x̂0 of the last level (Jolicoeur-Martineau et al.) instead of x
+};
+
+/// Annealed Langevin dynamics (Song & Ermon 2019) with the score s_θ(x_t, t) = -ε_θ/√(1-ᾱ_t) (SPEC §4), over the
+/// noise levels of `diffusion`'s steps from the noisiest down. It runs in the variance-exploding coordinates
+/// y = x_t/√ᾱ_t, where level t adds noise of std σ_t = √((1-ᾱ_t)/ᾱ_t) and the score is -ε̂/σ_t, so one sample
+/// travels through all levels unchanged in scale: y ← y - (α_t/2) ε̂/σ_t + √α_t z. x_T is given as usual (≈ N(0, I)).
+/// steps_per_level network calls per level.
+at::Tensor langevin_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
+                           at::Generator gen, const LangevinOptions& lopts = {}, const SampleOptions& opts = {});
+
 /// Classifier-free guidance (Ho & Salimans 2022, the seeds' form): ε̄ = (1 + w) ε(x, t, y) - w ε(x, t, ∅), where ∅
 /// is `null_label`. Conditional and unconditional calls share one batch. With a learned variance only the
 /// mean half of the output is guided; the variance is the conditional one. w = 0 is plain conditional sampling.

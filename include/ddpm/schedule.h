@@ -34,9 +34,17 @@ Spacing parse_spacing(const std::string& name);
 std::string to_string(Spacing s);
 std::vector<int64_t> diffusers_timesteps(int64_t timesteps, int64_t steps, Spacing spacing, int64_t steps_offset = 0);
 
+/// DDIM's "quadratic" choice (its CIFAR-10 experiments): τ_i = ⌊(i √(0.8 T)/(S-1))²⌋, made distinct.
+std::vector<int64_t> quadratic_timesteps(int64_t timesteps, int64_t steps);
+/// Steps evenly spaced in half log-SNR λ_t = ½ log(ᾱ_t/(1-ᾱ_t)) from λ_{T-1} to λ_0, rounded to the nearest
+/// distinct timesteps: DPM-Solver's recommendation for low-resolution pixel models.
+std::vector<int64_t> logsnr_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps);
+
 /// Timesteps for `steps` sampling steps out of T: `spacing` is "ddim" (improved-diffusion "ddimN"), "even"
-/// (improved-diffusion per-section counts with one section), or a diffusers spacing name.
-std::vector<int64_t> respaced_timesteps(int64_t timesteps, int64_t steps, const std::string& spacing);
+/// (improved-diffusion per-section counts with one section), "quadratic", "logsnr" (needs the schedule's ᾱ), or a
+/// diffusers spacing name (linspace, leading, trailing).
+std::vector<int64_t> respaced_timesteps(int64_t timesteps, int64_t steps, const std::string& spacing,
+                                        const std::vector<double>& alphas_cumprod = {});
 
 /// A (possibly respaced) schedule: its β and, for each of its steps, the original timestep the network sees.
 struct Schedule {

@@ -16,9 +16,11 @@ namespace ddpm::cli {
 namespace {
 
 struct SampleArgs {
-  std::string model, sampler = "ddpm", spacing = "ddim", init, out_npy, plot, json_path;
+  std::string model, sampler = "ddpm", spacing, init, out_npy, plot, json_path;
   std::optional<int64_t> steps;
-  double eta = 0.0, guidance = 0.0;
+  double eta = 0.0, guidance = 0.0, langevin_scale = LangevinOptions{}.step_scale;
+  int64_t langevin_steps = LangevinOptions{}.steps_per_level;
+  int order = 2;
   std::optional<double> guidance_scale;
   std::optional<int64_t> klass;
   int64_t num = 1000;
@@ -29,8 +31,8 @@ struct SampleArgs {
 };
 
 void run_sample(SampleArgs& a) {
-  if (a.sampler != "ddpm" && a.sampler != "ddim")
-    throw InvalidArgument("unknown sampler '" + a.sampler + "' (choose ddpm or ddim)");
+  if (a.sampler != "ddpm" && a.sampler != "ddim" && a.sampler != "dpm++" && a.sampler != "langevin")
+    throw InvalidArgument("unknown sampler '" + a.sampler + "' (choose ddpm, ddim, dpm++ or langevin)");
   if (!(a.eta >= 0)) throw InvalidArgument("--eta must be ≥ 0 (got " + std::to_string(a.eta) + ")");
   if (a.num < 1) throw InvalidArgument("--num must be at least 1");
   check_writable(a.out_npy);
@@ -39,8 +41,10 @@ void run_sample(SampleArgs& a) {
   auto h = load_model_spec(a.model, a.diffusion);
   const bool images = h.item_shape.size() == 3;
   const int64_t T = h.diffusion.timesteps;
-  const int64_t steps = a.steps.value_or(a.sampler == "ddim" ? std::min<int64_t>(50, T) : T);
-  auto kept = respaced_timesteps(T, steps, a.spacing);
+  const int64_t default_steps = a.sampler == "ddim" ? 50 : a.sampler == "dpm++" ? 20 : a.sampler == "langevin" ? 100 : T;
+  const int64_t steps = a.steps.value_or(std::min<int64_t>(default_steps, T));
+  if (a.spacing.empty()) a.spacing = (a.sampler == "dpm++" || a.sampler == "langevin") ? "logsnr" : "ddim";
+  auto kept = respaced_timesteps(T, steps, a.spacing, h.diffusion.make().alphas_cumprod());
   auto diffusion = h.diffusion.make_respaced(kept);
 
   Denoiser model = h.denoiser;
@@ -83,14 +87,19 @@ void run_sample(SampleArgs& a) {
     x_T = at::randn(shape, gen);
   }
 
-  Progress bar("sample " + a.sampler + " " + std::to_string(steps) + " steps", steps);
+  const int64_t calls = a.sampler == "langevin" ? steps * a.langevin_steps : steps;
+  Progress bar("sample " + a.sampler + " " + std::to_string(steps) + " steps", calls);
   opts.progress = [&](int64_t done, int64_t) { bar.update(done); };
   at::Tensor x;
   if (h.network) h.network->eval();
   if (a.sampler == "ddpm")
     x = ddpm_sample(diffusion, model, x_T, gen, opts);
-  else
+  else if (a.sampler == "ddim")
     x = ddim_sample(diffusion, model, x_T, a.eta, gen, opts);
+  else if (a.sampler == "dpm++")
+    x = dpm_solver_sample(diffusion, model, x_T, a.order, opts);
+  else
+    x = langevin_sample(diffusion, model, x_T, gen, LangevinOptions{a.langevin_steps, a.langevin_scale, true}, opts);
   bar.finish();
 
   if (!a.out_npy.empty()) write_npy(a.out_npy, x);
@@ -148,14 +157,22 @@ void run_sample(SampleArgs& a) {
 
 void register_sample(CLI::App& app) {
   auto a = std::make_shared<SampleArgs>();
-  auto* c = app.add_subcommand("sample", "draw samples from a model with DDPM or DDIM sampling");
+  auto* c = app.add_subcommand("sample", "draw samples from a model: DDPM, DDIM, DPM-Solver++ or annealed Langevin");
   c->add_option("--model,-m", a->model,
                 "CHECKPOINT.safetensors, gaussian:mean=M,std=S,dim=D, gmm:FILE.json or gmm:8gaussians")
       ->required();
   a->diffusion.add(c, false);
-  c->add_option("--sampler", a->sampler, "ddpm (ancestral) or ddim")->capture_default_str();
-  c->add_option("--steps", a->steps, "sampling steps (respaced) [T for ddpm, 50 for ddim]");
-  c->add_option("--spacing", a->spacing, "which steps: ddim, even, linspace, leading, trailing")->capture_default_str();
+  c->add_option("--sampler", a->sampler,
+                "ddpm (ancestral), ddim, dpm++ (DPM-Solver++, multistep) or langevin (annealed Langevin dynamics)")
+      ->capture_default_str();
+  c->add_option("--steps", a->steps,
+                "sampling steps (respaced) [T for ddpm, 50 for ddim, 20 for dpm++; noise levels for langevin: 100]");
+  c->add_option("--spacing", a->spacing,
+                "which steps: ddim, even, quadratic, logsnr, linspace, leading, trailing [logsnr for dpm++ and "
+                "langevin, ddim otherwise]");
+  c->add_option("--order", a->order, "DPM-Solver++ order: 2 (2M) or 1 (= DDIM)")->capture_default_str();
+  c->add_option("--langevin-steps", a->langevin_steps, "Langevin steps per noise level")->capture_default_str();
+  c->add_option("--langevin-scale", a->langevin_scale, "Langevin step δ: α_t = δ (1-ᾱ_t)/ᾱ_t")->capture_default_str();
   c->add_option("--eta", a->eta, "DDIM stochasticity η ≥ 0 (0 deterministic, 1 ≈ DDPM)")->capture_default_str();
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
   c->add_option("--guidance-scale", a->guidance_scale, "the same as a scale s = 1 + w (diffusers' guidance_scale)")
