@@ -13,7 +13,12 @@ at::Tensor step_t(int64_t i, const at::Tensor& x) {
   return at::full({x.size(0)}, i, at::TensorOptions().dtype(at::kLong).device(x.device()));
 }
 
-at::Tensor noise_like(const at::Tensor& x, at::Generator& gen) {
+at::Tensor noise_like(const at::Tensor& x, at::Generator& gen, bool shared = false) {
+  if (shared) {
+    auto one = x.sizes().vec();
+    one[0] = 1;
+    return at::randn(one, gen, x.options().device(at::kCPU)).to(x.device()).expand(x.sizes());
+  }
   return at::randn(x.sizes(), gen, x.options().device(at::kCPU)).to(x.device());
 }
 
@@ -34,9 +39,10 @@ at::Tensor ddpm_sample(const GaussianDiffusion& diffusion, const Denoiser& model
     auto t = step_t(i, x);
     auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
     if (i > 0)
-      x = p.mean + (0.5 * p.log_variance).exp() * noise_like(x, gen);
+      x = p.mean + (0.5 * p.log_variance).exp() * noise_like(x, gen, opts.shared_noise);
     else
       x = p.mean;  // Algorithm 2: z = 0 at t = 1
+    if (opts.on_step) opts.on_step(i, x, p.pred_x0);
     if (opts.progress) opts.progress(T - i, T);
   }
   return x;
@@ -58,7 +64,8 @@ at::Tensor ddim_sample(const GaussianDiffusion& diffusion, const Denoiser& model
     auto eps = diffusion.predict_eps_from_x0(x, t, p.pred_x0);
     const double sigma = eta * std::sqrt((1.0 - acp[i]) / (1.0 - ac[i])) * std::sqrt(1.0 - ac[i] / acp[i]);
     x = p.pred_x0 * std::sqrt(acp[i]) + eps * std::sqrt(std::max(0.0, 1.0 - acp[i] - sigma * sigma));
-    if (i > 0 && sigma > 0.0) x = x + sigma * noise_like(x, gen);
+    if (i > 0 && sigma > 0.0) x = x + sigma * noise_like(x, gen, opts.shared_noise);
+    if (opts.on_step) opts.on_step(i, x, p.pred_x0);
     if (opts.progress) opts.progress(T - i, T);
   }
   return x;
@@ -121,6 +128,7 @@ at::Tensor dpm_solver_sample(const GaussianDiffusion& diffusion, const Denoiser&
       last_h = h;
     }
     last_x0 = x0;
+    if (opts.on_step) opts.on_step(i, x, x0);
     if (opts.progress) opts.progress(T - i, T);
   }
   return x;
@@ -144,7 +152,8 @@ at::Tensor langevin_sample(const GaussianDiffusion& diffusion, const Denoiser& m
       auto x = std::sqrt(ac[i]) * y;
       auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
       auto eps = diffusion.predict_eps_from_x0(x, t, p.pred_x0);
-      y = y - (0.5 * alpha / sigma) * eps + std::sqrt(alpha) * noise_like(y, gen);
+      y = y - (0.5 * alpha / sigma) * eps + std::sqrt(alpha) * noise_like(y, gen, opts.shared_noise);
+      if (opts.on_step && k + 1 == lopts.steps_per_level) opts.on_step(i, std::sqrt(ac[i]) * y, p.pred_x0);
       if (opts.progress) opts.progress(++done, total);
     }
   }
@@ -152,6 +161,27 @@ at::Tensor langevin_sample(const GaussianDiffusion& diffusion, const Denoiser& m
   // One more evaluation at the lowest level: x̂0 of the final point.
   auto x = std::sqrt(ac[0]) * y;
   return diffusion.p_mean_variance(model, x, step_t(0, x), opts.y, opts.clip_denoised).pred_x0;
+}
+
+std::vector<int64_t> timesteps_up_to(const std::vector<int64_t>& kept, int64_t t) {
+  if (t < 0) throw InvalidArgument("the start timestep must be ≥ 0 (got " + std::to_string(t) + ")");
+  std::vector<int64_t> out;
+  for (int64_t k : kept)
+    if (k < t) out.push_back(k);
+  out.push_back(t);
+  return out;
+}
+
+at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda) {
+  if (!a.sizes().equals(b.sizes())) throw InvalidArgument("slerp needs two tensors of one shape");
+  auto fa = a.reshape({a.size(0), -1}).to(at::kDouble), fb = b.reshape({b.size(0), -1}).to(at::kDouble);
+  auto cos = ((fa * fb).sum(1) / (fa.norm(2, 1) * fb.norm(2, 1))).clamp(-1.0, 1.0);
+  auto theta = at::acos(cos).unsqueeze(1);
+  auto sin = at::sin(theta);
+  auto lin = (1.0 - lambda) * fa + lambda * fb;
+  auto sph = (at::sin((1.0 - lambda) * theta) * fa + at::sin(lambda * theta) * fb) / sin.clamp_min(1e-12);
+  auto out = at::where(sin > 1e-6, sph, lin);
+  return out.to(a.scalar_type()).reshape(a.sizes());
 }
 
 Denoiser classifier_free_guidance(Denoiser model, double w, int64_t null_label, bool learned_variance) {

@@ -322,3 +322,73 @@ TEST(Samplers, AnnealedLangevinMatchesTheGaussianAndTheMixture) {
   EXPECT_NEAR(within_mode_std(xm), 0.1, 0.01);
   EXPECT_THROW(langevin_sample(d, mix, at::randn({4, 2}, g), g, LangevinOptions{0, 0.1, true}), InvalidArgument);
 }
+
+TEST(Samplers, SamplingFromAnIntermediateStepDrawsTheExactPosterior) {
+  // Shared-latent samples (DDPM Fig. 7): from a fixed x_t, DDPM over the steps up to t draws p(x0 | x_t), which for
+  // Gaussian data is N(m + √a s²(x_t - √a m)/v, s²(1-a)/v), a = ᾱ_t, v = a s² + 1 - a.
+  auto full = make_diffusion(1000);
+  auto base = Schedule::make(BetaSchedule::linear, 1000);
+  auto all = space_timesteps(1000, "ddim1000");
+  // (β̃ under-states the true reverse variance and β over-states it: the two fixed choices bracket the answer.)
+  for (auto [t, vt] : {std::pair{100, VarType::fixed_small}, std::pair{100, VarType::fixed_large},
+                       std::pair{500, VarType::fixed_small}}) {
+    auto kept = timesteps_up_to(all, t);
+    ASSERT_EQ(kept.back(), t);
+    GaussianDiffusion d(base.respace(kept), MeanType::eps, vt);
+    const double a = full.alphas_cumprod()[t], v = a * kStd * kStd + 1 - a, c = 0.7;
+    auto g = gen(90 + t);
+    auto x = ddpm_sample(d, exact_gaussian(full), at::full({20000, 1}, c), g);
+    auto [m, s] = moments(x);
+    const double want_m = kMean + std::sqrt(a) * kStd * kStd * (c - std::sqrt(a) * kMean) / v;
+    const double want_s = kStd * std::sqrt((1 - a) / v);
+    std::printf("from x_%lld = %.1f (%s): mean %.4f std %.4f (exact %.4f, %.4f)\n", static_cast<long long>(t), c,
+                to_string(vt).c_str(), m, s, want_m, want_s);
+    EXPECT_NEAR(m, want_m, 3 * want_s / std::sqrt(20000.0) + 2e-3) << t;
+    EXPECT_NEAR(s / want_s, 1.0, 0.04) << t;
+  }
+  EXPECT_EQ(timesteps_up_to({0, 10, 20, 30}, 25), (std::vector<int64_t>{0, 10, 20, 25}));
+  EXPECT_EQ(timesteps_up_to({0, 10, 20, 30}, 20), (std::vector<int64_t>{0, 10, 20}));
+  EXPECT_THROW(timesteps_up_to({0, 10}, -1), InvalidArgument);
+}
+
+TEST(Samplers, StepObserverAndSharedNoise) {
+  auto d = make_diffusion(50);
+  auto den = exact_gaussian(d, 3);
+  auto g = gen(91);
+  SampleOptions o;
+  std::vector<int64_t> seen;
+  at::Tensor last;
+  o.on_step = [&](int64_t i, const at::Tensor& x, const at::Tensor& x0) {
+    seen.push_back(i);
+    last = x;
+    EXPECT_EQ(x0.sizes(), x.sizes());
+  };
+  o.shared_noise = true;
+  auto start = at::randn({1, 3}, g).expand({4, 3}).contiguous();
+  auto x = ddpm_sample(d, den, start, g, o);
+  ASSERT_EQ(seen.size(), 50u);
+  EXPECT_EQ(seen.front(), 49);
+  EXPECT_EQ(seen.back(), 0);
+  EXPECT_TRUE(last.equal(x));
+  for (int64_t k = 1; k < 4; ++k) EXPECT_TRUE(x[k].equal(x[0]));  // one start, one noise: one sample
+  o.shared_noise = false;
+  auto y = ddpm_sample(d, den, start, g, o);
+  EXPECT_FALSE(y[1].equal(y[0]));
+}
+
+TEST(Samplers, SlerpKeepsTheNormOfGaussianLatents) {
+  auto g = gen(92);
+  auto a = at::randn({3, 1000}, g, at::TensorOptions().dtype(at::kDouble));
+  auto b = at::randn({3, 1000}, g, at::TensorOptions().dtype(at::kDouble));
+  b = b / b.norm(2, 1, true) * a.norm(2, 1, true);  // equal norms
+  EXPECT_LT(max_abs_diff(slerp(a, b, 0.0), a), 1e-12);
+  EXPECT_LT(max_abs_diff(slerp(a, b, 1.0), b), 1e-12);
+  auto theta = at::acos((a * b).sum(1) / (a.norm(2, 1) * b.norm(2, 1)));
+  for (double l : {0.25, 0.5}) {
+    auto m = slerp(a, b, l);
+    EXPECT_LT(max_abs_diff(m.norm(2, 1), a.norm(2, 1)), 1e-9);  // on the sphere, unlike the linear midpoint
+    auto ang = at::acos((a * m).sum(1) / (a.norm(2, 1) * m.norm(2, 1)));
+    EXPECT_LT(max_abs_diff(ang, l * theta), 1e-9);
+  }
+  EXPECT_LT(max_abs_diff(slerp(a, a, 0.3), a), 1e-12);  // parallel: no division by zero
+}

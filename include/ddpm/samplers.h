@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
+
 #include "ddpm/diffusion.h"
 #include "ddpm/likelihood.h"
 
@@ -13,6 +15,12 @@ struct SampleOptions {
   bool clip_denoised = false;  ///< clip x̂0 to [-1, 1] at every step (images)
   at::Tensor y;                ///< class labels [B] (int64), or undefined for unconditional sampling
   ProgressFn progress;         ///< called after every step with (done, total)
+  /// Called after step i (counting down from the last index of the process to 0) with the new point x (x_{i-1}
+  /// in the paper's terms; the sample after i = 0) and the x̂0 predicted at step i. For progressive generation.
+  std::function<void(int64_t i, const at::Tensor& x, const at::Tensor& pred_x0)> on_step;
+  /// Draw one noise tensor per step for the first item and use it for the whole batch (DDPM Fig. 8: the reverse
+  /// process's noise is fixed across an interpolation).
+  bool shared_noise = false;
 };
 
 /// DDPM ancestral sampling (Algorithm 2) over every step of `diffusion` (respaced or not), from x_T.
@@ -53,6 +61,14 @@ struct LangevinOptions {
 /// steps_per_level network calls per level.
 at::Tensor langevin_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
                            at::Generator gen, const LangevinOptions& lopts = {}, const SampleOptions& opts = {});
+
+/// The steps of `kept` (ascending) up to and including original timestep t, for sampling that starts from x_t
+/// (q_sample of real data): t itself is added if `kept` skips it. Throws InvalidArgument if t < 0.
+std::vector<int64_t> timesteps_up_to(const std::vector<int64_t>& kept, int64_t t);
+
+/// Spherical interpolation of each item of a and b (flattened), λ ∈ [0, 1]: the right path between two Gaussian
+/// latents, whose norms concentrate (DDIM §5.3). Falls back to linear interpolation for parallel vectors.
+at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda);
 
 /// Classifier-free guidance (Ho & Salimans 2022, the seeds' form): ε̄ = (1 + w) ε(x, t, y) - w ε(x, t, ∅), where ∅
 /// is `null_label`. Conditional and unconditional calls share one batch. With a learned variance only the

@@ -92,6 +92,42 @@ ImageSet read_cifar10_batches(const std::vector<std::string>& files) {
   return s;
 }
 
+ImageSet read_image_files(const std::vector<std::string>& files) {
+  if (files.empty()) throw InvalidArgument("no image files given");
+  int w0 = 0, h0 = 0, c_max = 1;
+  std::vector<std::vector<uint8_t>> pixels;
+  std::vector<int> channels;
+  for (const auto& f : files) {
+    if (!fs::is_regular_file(f)) throw IoError("image not found: '" + f + "'");
+    int w, h, c;
+    unsigned char* p = stbi_load(f.c_str(), &w, &h, &c, 0);
+    if (!p) throw FormatError("cannot decode '" + f + "': " + stbi_failure_reason());
+    if (pixels.empty()) w0 = w, h0 = h;
+    if (w != w0 || h != h0) {
+      stbi_image_free(p);
+      throw FormatError("'" + f + "' is " + std::to_string(w) + "×" + std::to_string(h) + ", but the first image is " +
+                        std::to_string(w0) + "×" + std::to_string(h0) + " (all images must have one size)");
+    }
+    pixels.emplace_back(p, p + static_cast<size_t>(w) * h * c);
+    channels.push_back(c);
+    c_max = std::max(c_max, c >= 3 ? 3 : 1);
+    stbi_image_free(p);
+  }
+  const int64_t N = static_cast<int64_t>(files.size()), C = c_max;
+  ImageSet s;
+  s.images = at::empty({N, C, h0, w0}, at::TensorOptions().dtype(at::kByte));
+  auto out = s.images.accessor<uint8_t, 4>();
+  for (int64_t i = 0; i < N; ++i) {
+    const int c = channels[i];
+    for (int64_t y = 0; y < h0; ++y)
+      for (int64_t x = 0; x < w0; ++x) {
+        const uint8_t* px = &pixels[i][(static_cast<size_t>(y) * w0 + x) * c];
+        for (int64_t ch = 0; ch < C; ++ch) out[i][ch][y][x] = c >= 3 ? px[ch] : px[0];  // grey (+alpha) → copies
+      }
+  }
+  return s;
+}
+
 ImageSet read_image_folder(const std::string& dir) {
   if (!fs::is_directory(dir)) throw IoError("image folder not found: '" + dir + "'");
   std::vector<fs::path> files;
@@ -111,41 +147,16 @@ ImageSet read_image_folder(const std::string& dir) {
   int64_t k = 0;
   for (auto& [name, id] : classes) id = k++;
   const bool labelled = !classes.empty();
-  int w0 = 0, h0 = 0, c_max = 1;
-  std::vector<std::vector<uint8_t>> pixels;
-  std::vector<int> channels;
+  std::vector<std::string> names;
   std::vector<int64_t> labels;
   for (const auto& f : files) {
-    int w, h, c;
-    unsigned char* p = stbi_load(f.c_str(), &w, &h, &c, 0);
-    if (!p) throw FormatError("cannot decode '" + f.string() + "': " + stbi_failure_reason());
-    if (pixels.empty()) w0 = w, h0 = h;
-    if (w != w0 || h != h0) {
-      stbi_image_free(p);
-      throw FormatError("'" + f.string() + "' is " + std::to_string(w) + "×" + std::to_string(h) + ", but the first image is " +
-                        std::to_string(w0) + "×" + std::to_string(h0) + " (all images must have one size)");
-    }
-    pixels.emplace_back(p, p + static_cast<size_t>(w) * h * c);
-    channels.push_back(c);
-    c_max = std::max(c_max, c >= 3 ? 3 : 1);
-    stbi_image_free(p);
+    names.push_back(f.string());
     if (labelled) {
       auto rel = fs::relative(f.parent_path(), dir).string();
       labels.push_back(rel == "." ? -1 : classes[rel]);
     }
   }
-  const int64_t N = static_cast<int64_t>(files.size()), C = c_max;
-  ImageSet s;
-  s.images = at::empty({N, C, h0, w0}, at::TensorOptions().dtype(at::kByte));
-  auto out = s.images.accessor<uint8_t, 4>();
-  for (int64_t i = 0; i < N; ++i) {
-    const int c = channels[i];
-    for (int64_t y = 0; y < h0; ++y)
-      for (int64_t x = 0; x < w0; ++x) {
-        const uint8_t* px = &pixels[i][(static_cast<size_t>(y) * w0 + x) * c];
-        for (int64_t ch = 0; ch < C; ++ch) out[i][ch][y][x] = c >= 3 ? px[ch] : px[0];  // grey (+alpha) → copies
-      }
-  }
+  ImageSet s = read_image_files(names);
   if (labelled) {
     if (std::find(labels.begin(), labels.end(), -1) != labels.end())
       throw FormatError("'" + dir + "' mixes images in sub-folders (classes) with images at its top level");

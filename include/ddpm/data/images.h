@@ -23,6 +23,9 @@ ImageSet read_idx(const std::string& images_path, const std::string& labels_path
 /// Reads CIFAR-10 binary batches (each record: 1 label byte, 3072 pixel bytes) from the given files.
 ImageSet read_cifar10_batches(const std::vector<std::string>& files);
 
+/// Reads the given PNG/JPEG/BMP files (one size; grey read with 1 channel only if every image is grey), unlabelled.
+ImageSet read_image_files(const std::vector<std::string>& files);
+
 /// Reads every PNG/JPEG/BMP below `dir`; images in sub-folders are labelled by folder (sorted by name). All images
 /// must have the same size; grey images are read with 1 channel only if every image is grey.
 ImageSet read_image_folder(const std::string& dir);
