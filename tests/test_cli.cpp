@@ -229,6 +229,46 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   auto n = run("nll -q -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --json");
   ASSERT_EQ(n.code, 0) << n.output;
   EXPECT_NE(n.output.find("\"decoder\":\"discrete\""), std::string::npos) << n.output;
+  // The generation figures and DDIM latents on the same tiny model: files appear, numbers are sane, seeds repeat.
+  const std::string m = " -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data ";
+  auto p = run("progressive -q --json -m " + d + "/run/checkpoint.safetensors -n 2 --snapshots 5 --out " + d +
+               "/prog.png --chain " + d + "/chain.png");
+  ASSERT_EQ(p.code, 0) << p.output;
+  EXPECT_NE(p.output.find("\"columns_t\":[50,38,26,13,1]"), std::string::npos) << p.output;
+  EXPECT_TRUE(fs::exists(d + "/prog.png") && fs::exists(d + "/chain.png"));
+  auto sl = run("shared-latent -q --json" + m + "--index 0,7 --t 5,50 -k 3 --out " + d + "/shared.png");
+  ASSERT_EQ(sl.code, 0) << sl.output;
+  EXPECT_TRUE(fs::exists(d + "/shared.png"));
+  auto i1 = run("interpolate -q --json" + m + "--index 0,7 --t 10,25 --lambdas 5 --out " + d + "/interp.png");
+  auto i2 = run("interpolate -q --json" + m + "--index 0,7 --t 10,25 --lambdas 5 --out " + d + "/interp2.png");
+  ASSERT_EQ(i1.code, 0) << i1.output;
+  EXPECT_EQ(i1.output.substr(0, i1.output.find("\"out\"")), i2.output.substr(0, i2.output.find("\"out\"")));
+  auto bytes = [](const std::string& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(bytes(d + "/interp.png"), bytes(d + "/interp2.png"));
+  auto il = run("interpolate -q --json --ddim-latent --steps 10" + m + "--index 1,2 --lambdas 3 --out " + d + "/il.png");
+  ASSERT_EQ(il.code, 0) << il.output;
+  auto enc = run("encode -q --json" + m + "-n 4 --steps 10 --sweep 5,10 -o " + d + "/lat.npy --plot " + d + "/rec.png");
+  ASSERT_EQ(enc.code, 0) << enc.output;
+  EXPECT_NE(enc.output.find("\"rmse_255\""), std::string::npos);
+  EXPECT_EQ(ddpm::read_npy(d + "/lat.npy").sizes(), (std::vector<int64_t>{4, 1, 8, 8}));
+  EXPECT_TRUE(fs::exists(d + "/lat.labels.npy"));
+  auto dec = run("decode -q -m " + d + "/run/checkpoint.safetensors --latents " + d + "/lat.npy --steps 10 --out " + d +
+                 "/dec.png -o " + d + "/dec.npy");
+  ASSERT_EQ(dec.code, 0) << dec.output;
+  EXPECT_EQ(ddpm::read_npy(d + "/dec.npy").sizes(), (std::vector<int64_t>{4, 1, 8, 8}));
+  ddpm::save_images(d + "/big_", at::zeros({1, 1, 16, 16}));
+  expect_one_line_error("interpolate" + m + "--t 51", "--t must be in 1..50");
+  expect_one_line_error("shared-latent" + m + "--t 0", "--t must be in 1..50");
+  expect_one_line_error("interpolate" + m + "--index 0,99", "--index 99");
+  expect_one_line_error("interpolate" + m + "--index 0,1,2", "exactly two images");
+  expect_one_line_error("encode" + m.substr(0, m.find(" --data")) + " --images " + d + "/big_0.png", "16×16");
+  expect_one_line_error("decode -m " + d + "/run/checkpoint.safetensors --latents " + d + "/s.npy.missing", "s.npy.missing");
+  ddpm::write_npy(d + "/x3.npy", at::zeros({10, 3}));
+  expect_one_line_error("decode -m " + d + "/run/checkpoint.safetensors --latents " + d + "/x3.npy", "model's latents");
+  expect_one_line_error("progressive -m gmm:8gaussians", "not an image model");
   expect_one_line_error("train --data folder:" + d + "/data --hidden 3 --out " + d + "/r2", "--hidden");
   expect_one_line_error("train --resume --channels 16 --out " + d + "/run", "--channels 8");
   expect_one_line_error("train --preset imagenet --out " + d + "/r3", "unknown preset");

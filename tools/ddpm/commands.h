@@ -11,6 +11,8 @@ void register_sample(CLI::App& app);
 void register_nll(CLI::App& app);
 void register_schedule(CLI::App& app);
 void register_info(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_latents(CLI::App& app);
 
 /// The command line as the user typed it (stored in checkpoints).
 std::string& command_line();

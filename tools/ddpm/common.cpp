@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include <sstream>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -7,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "ddpm/data/images.h"
 #include "ddpm/errors.h"
 #include "ddpm/io/checkpoint.h"
 #include "ddpm/io/file.h"
@@ -235,5 +238,96 @@ void check_writable(const std::string& path) {
 }
 
 void write_text(const std::string& path, const std::string& text) { write_file_atomic(path, text); }
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> out;
+  for (const auto& item : split_list(text)) {
+    try {
+      size_t pos = 0;
+      out.push_back(std::stoll(item, &pos));
+      if (pos != item.size()) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      throw InvalidArgument(flag + " expects comma-separated integers (got '" + text + "')");
+    }
+  }
+  if (out.empty()) throw InvalidArgument(flag + " needs at least one value");
+  return out;
+}
+
+at::Tensor ImageBatch::crop(const at::Tensor& y) const {
+  return y.slice(2, pad_h, y.size(2) - pad_h).slice(3, pad_w, y.size(3) - pad_w);
+}
+
+ImageBatch load_input_images(const ModelHandle& h, const std::string& files, const std::string& data,
+                             const std::string& indices, int64_t count) {
+  if (h.item_shape.size() != 3)
+    throw InvalidArgument("this command works on images; '" + h.description + "' is not an image model");
+  ImageSet set;
+  std::string source;
+  if (!files.empty()) {
+    set = read_image_files(split_list(files));
+    source = "'" + files + "'";
+  } else {
+    set = load_image_dataset(data);
+    source = "'" + data + "'";
+    std::vector<int64_t> idx;
+    if (indices.empty()) {
+      for (int64_t i = 0; i < std::min(count, set.size()); ++i) idx.push_back(i);
+    } else {
+      idx = parse_int_list(indices, "--index");
+    }
+    for (int64_t i : idx)
+      if (i < 0 || i >= set.size())
+        throw InvalidArgument("--index " + std::to_string(i) + " is outside " + source + " (0.." +
+                              std::to_string(set.size() - 1) + ")");
+    auto sel = at::tensor(idx, at::TensorOptions().dtype(at::kLong));
+    set.images = set.images.index_select(0, sel);
+    if (set.labels.defined()) set.labels = set.labels.index_select(0, sel);
+  }
+  const int64_t C = h.item_shape[0], H = h.item_shape[1], W = h.item_shape[2];
+  const int64_t h0 = set.images.size(2), w0 = set.images.size(3);
+  if (set.images.size(1) != C || h0 > H || w0 > W || (H - h0) % 2 || (W - w0) % 2 ||
+      (h0 != H && padded_side(h0) != H))
+    throw InvalidArgument("the images of " + source + " are " + std::to_string(set.images.size(1)) + "×" +
+                          std::to_string(h0) + "×" + std::to_string(w0) + " (C×H×W); the model takes " +
+                          std::to_string(C) + "×" + std::to_string(H) + "×" + std::to_string(W));
+  ImageBatch b;
+  b.x = to_model_range(set.images, H);
+  b.labels = set.labels;
+  b.pad_h = (H - h0) / 2;
+  b.pad_w = (W - w0) / 2;
+  return b;
+}
+
+at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64_t>& klass,
+                      const at::Tensor& data_labels) {
+  if (h.num_classes == 0) {
+    if (klass) throw InvalidArgument("--class needs a class-conditional model; this one has no classes");
+    return {};
+  }
+  auto opt = at::TensorOptions().dtype(at::kLong);
+  if (klass) {
+    if (*klass < 0 || *klass >= h.num_classes)
+      throw InvalidArgument("--class must be in 0.." + std::to_string(h.num_classes - 1));
+    return at::full({n}, *klass, opt);
+  }
+  if (data_labels.defined() && data_labels.numel() == n && data_labels.max().item<int64_t>() < h.num_classes)
+    return data_labels.to(at::kLong);
+  return at::full({n}, h.null_label, opt);
+}
+
+double rmse_255(const at::Tensor& a, const at::Tensor& b) {
+  auto d = (a.to(at::kDouble).clamp(-1, 1) - b.to(at::kDouble).clamp(-1, 1)) * 127.5;
+  return d.pow(2).mean().sqrt().item<double>();
+}
 
 }  // namespace ddpm::cli

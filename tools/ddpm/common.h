@@ -89,4 +89,32 @@ void check_writable(const std::string& path);
 /// Writes `text` to `path` atomically (CSV, JSON); throws IoError.
 void write_text(const std::string& path, const std::string& text);
 
+/// "3,17,4" → {3, 17, 4}; throws InvalidArgument naming `flag` on anything else.
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& flag);
+std::vector<std::string> split_list(const std::string& text);
+
+/// Real images for commands that start from data, in the model's range and size.
+struct ImageBatch {
+  at::Tensor x;       ///< [N, C, H, W] float in [-1, 1], padded to the model's size
+  at::Tensor labels;  ///< [N] int64, or undefined (files, unlabelled sets)
+  int64_t pad_h = 0, pad_w = 0;  ///< padding added on each side (top/left), so metrics can crop it away
+  int64_t size() const { return x.size(0); }
+  /// The images without the padding.
+  at::Tensor crop(const at::Tensor& y) const;
+};
+
+/// Images from `files` (comma-separated PNG/JPEG paths) or else from the data set `data` at `indices`
+/// (comma-separated; empty = the first `count`). Throws InvalidArgument when the model is not an image model or
+/// the images do not fit it.
+ImageBatch load_input_images(const ModelHandle& h, const std::string& files, const std::string& data,
+                             const std::string& indices, int64_t count);
+
+/// Class labels for N items of a conditional model: --class K if given, else `data_labels` if defined, else the
+/// null label (unconditional, for models trained with label dropout). Undefined for unconditional models.
+at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64_t>& klass,
+                      const at::Tensor& data_labels = {});
+
+/// RMSE between images in [-1, 1], on the 0–255 scale.
+double rmse_255(const at::Tensor& a, const at::Tensor& b);
+
 }  // namespace ddpm::cli

@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   register_sample(app);
   register_nll(app);
   register_schedule(app);
+  register_generate(app);
+  register_latents(app);
   register_info(app);
   app.parse_complete_callback([&] {
     const int n = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
