@@ -259,6 +259,15 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
                  "/dec.png -o " + d + "/dec.npy");
   ASSERT_EQ(dec.code, 0) << dec.output;
   EXPECT_EQ(ddpm::read_npy(d + "/dec.npy").sizes(), (std::vector<int64_t>{4, 1, 8, 8}));
+  // The same network exported to TorchScript samples the same bytes.
+  auto ex = run("export " + d + "/run/checkpoint.safetensors -o " + d + "/net.pt");
+  ASSERT_EQ(ex.code, 0) << ex.output;
+  EXPECT_TRUE(fs::exists(d + "/net.json"));
+  ASSERT_EQ(run("sample -q -m " + d + "/net.pt --sampler ddim --steps 5 --per-class -n 2 -o " + d + "/ts.npy").code, 0);
+  ASSERT_EQ(run("sample -q -m " + d + "/run/checkpoint.safetensors --sampler ddim --steps 5 --per-class -n 2 -o " + d +
+                "/ck.npy").code, 0);
+  EXPECT_TRUE(ddpm::read_npy(d + "/ts.npy").equal(ddpm::read_npy(d + "/ck.npy")));
+  expect_one_line_error("export " + d + "/run/checkpoint.safetensors -o " + d + "/net.onnx", ".pt");
   ddpm::save_images(d + "/big_", at::zeros({1, 1, 16, 16}));
   expect_one_line_error("interpolate" + m + "--t 51", "--t must be in 1..50");
   expect_one_line_error("shared-latent" + m + "--t 0", "--t must be in 1..50");
@@ -302,4 +311,26 @@ TEST(Cli, Cifar10PresetBuildsThePapersModelAndTrainsOnACifarFolder) {
   ASSERT_EQ(t.code, 0) << t.output;
   EXPECT_EQ(ddpm::load_train_state(d + "/run/checkpoint.safetensors").meta.at("step"), 1);
   fs::remove_all(d + "/run");  // 570 MB of state
+}
+
+TEST(Cli, SamplesFromATorchScriptModelMadeInPython) {
+  const std::string data = DDPM_TEST_DATA;
+  auto r = run("sample -q -m " + data + "/ts_gaussian.pt --sampler ddim --steps 100 -n 4000 --json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_NEAR(j["mean"][k].get<double>(), 0.1, 0.02);
+    EXPECT_NEAR(j["std"][k].get<double>(), 0.4, 0.02);  // DDIM-100's own shrinkage is 3%
+  }
+  const std::string d = dir();
+  fs::copy_file(data + "/ts_bad.pt", d + "/bad.pt", fs::copy_options::overwrite_existing);
+  expect_one_line_error("sample -m " + d + "/bad.pt", "item_shape");  // no sidecar
+  std::ofstream(d + "/bad.json") << R"({"item_shape": [2]})";
+  expect_one_line_error("sample -m " + d + "/bad.pt", "forward(x)");
+  fs::copy_file(data + "/ts_gaussian.pt", d + "/g.pt", fs::copy_options::overwrite_existing);
+  std::ofstream(d + "/g.json") << R"({"item_shape": [2], "var_type": "learned"})";
+  expect_one_line_error("sample -m " + d + "/g.pt", "must return [1, 4]");
+  fs::copy_file(data + "/ts_conv.pt", d + "/c.pt", fs::copy_options::overwrite_existing);
+  std::ofstream(d + "/c.json") << R"({"item_shape": [1, 8, 8]})";
+  expect_one_line_error("sample -m " + d + "/c.pt", "num_classes");
 }

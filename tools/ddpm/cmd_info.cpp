@@ -3,7 +3,9 @@
 
 #include "commands.h"
 #include "common.h"
+#include "ddpm/errors.h"
 #include "ddpm/io/checkpoint.h"
+#include "ddpm/models/torchscript.h"
 
 namespace ddpm::cli {
 
@@ -35,6 +37,35 @@ void register_info(CLI::App& app) {
               << "step        " << m.meta["step"].dump() << "\n"
               << "data        " << m.meta.value("data", nlohmann::json()).dump() << "\n"
               << "command     " << m.meta.value("command", nlohmann::json("")).get<std::string>() << "\n";
+  });
+}
+
+void register_export(CLI::App& app) {
+  auto path = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto raw = std::make_shared<bool>(false);
+  auto* c = app.add_subcommand("export",
+                               "write a checkpoint's network as TorchScript for Python (torch.jit.load), with a JSON "
+                               "sidecar of its diffusion settings");
+  c->add_option("checkpoint", *path, "CHECKPOINT.safetensors")->required();
+  c->add_option("--out,-o", *out, "MODEL.pt (the sidecar is written beside it as MODEL.json)")->required();
+  c->add_flag("--raw", *raw, "export the raw weights instead of the EMA weights");
+  c->callback([path, out, raw] {
+    if (!is_torchscript_spec(*out)) throw InvalidArgument("--out must end in .pt, .pth or .ts (got '" + *out + "')");
+    check_writable(*out);
+    auto m = load_model(*path, !*raw);
+    export_torchscript(*m.network, *out);
+    nlohmann::json side = m.diffusion.to_json();
+    side["item_shape"] = m.network->item_shape();
+    side["num_classes"] = m.network->num_classes();
+    side["null_label"] = m.network->num_classes();
+    side["source"] = *path;
+    side["weights"] = *raw ? "raw" : "ema";
+    side["signature"] = m.network->num_classes() > 0 ? "forward(x, t, y)" : "forward(x, t)";
+    write_text(torchscript_sidecar(*out), side.dump(2) + "\n");
+    if (!global_options().quiet)
+      std::cerr << "wrote " << *out << " (" << side["signature"].get<std::string>() << "; t = timestep indices 0..T-1, "
+                << "int64) and " << torchscript_sidecar(*out) << "\n";
   });
 }
 

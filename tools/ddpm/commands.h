@@ -11,6 +11,7 @@ void register_sample(CLI::App& app);
 void register_nll(CLI::App& app);
 void register_schedule(CLI::App& app);
 void register_info(CLI::App& app);
+void register_export(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_latents(CLI::App& app);
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "ddpm/data/images.h"
@@ -14,6 +15,7 @@
 #include "ddpm/io/checkpoint.h"
 #include "ddpm/io/file.h"
 #include "ddpm/models/exact.h"
+#include "ddpm/models/torchscript.h"
 
 namespace ddpm::cli {
 
@@ -109,6 +111,65 @@ ModelHandle exact_handle(GaussianMixture g, const DiffusionFlags& flags, const s
 
 }  // namespace
 
+bool is_torchscript_spec(const std::string& spec) {
+  auto ends = [&](const std::string& ext) {
+    return spec.size() > ext.size() && spec.compare(spec.size() - ext.size(), ext.size(), ext) == 0;
+  };
+  return spec.rfind("torchscript:", 0) == 0 || ends(".pt") || ends(".pth") || ends(".ts");
+}
+
+std::string torchscript_sidecar(const std::string& path) {
+  return std::filesystem::path(path).replace_extension(".json").string();
+}
+
+namespace {
+
+ModelHandle load_torchscript_handle(const std::string& spec, const DiffusionFlags& flags) {
+  const std::string path = spec.rfind("torchscript:", 0) == 0 ? spec.substr(12) : spec;
+  const std::string side = torchscript_sidecar(path);
+  nlohmann::json j = nlohmann::json::object();
+  if (std::filesystem::exists(side)) {
+    try {
+      std::ifstream in(side);
+      j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      throw FormatError("'" + side + "' is not valid JSON: " + std::string(e.what()));
+    }
+  }
+  if (!j.contains("item_shape"))
+    throw InvalidArgument("TorchScript model '" + path + "' needs a sidecar '" + side +
+                          "' giving at least {\"item_shape\": [C, H, W]} (and its schedule, timesteps, mean_type, "
+                          "var_type, num_classes unless the defaults hold)");
+  ModelHandle h;
+  h.diffusion = flags.resolve_over(DiffusionConfig::from_json(j));
+  h.item_shape = j["item_shape"].get<std::vector<int64_t>>();
+  h.num_classes = j.value("num_classes", int64_t{0});
+  h.null_label = j.value("null_label", h.num_classes);
+  if (h.item_shape.empty()) throw InvalidArgument("'" + side + "': item_shape must not be empty");
+  auto ts = load_torchscript(path, h.null_label);
+  if (ts.arity == 3 && h.num_classes == 0)
+    throw InvalidArgument("'" + path + "' takes labels (forward(x, t, y)); give \"num_classes\" in '" + side + "'");
+  if (ts.arity == 2 && h.num_classes > 0)
+    throw InvalidArgument("'" + path + "' takes no labels (forward(x, t)) but '" + side + "' says num_classes = " +
+                          std::to_string(h.num_classes));
+  // One probe call: the output must be one item per input, with twice the channels when the variance is learned.
+  std::vector<int64_t> shape = {1};
+  shape.insert(shape.end(), h.item_shape.begin(), h.item_shape.end());
+  auto probe = ts.denoiser(at::zeros(shape), at::zeros({1}, at::kLong), at::Tensor());
+  auto want = shape;
+  if (learns_variance(parse_var_type(h.diffusion.var_type))) want[1] *= 2;
+  if (!probe.sizes().equals(want))
+    throw InvalidArgument("'" + path + "' returns " + std::string(c10::str(probe.sizes())) + " for input " +
+                          std::string(c10::str(at::IntArrayRef(shape))) + "; with var_type " + h.diffusion.var_type +
+                          " it must return " + std::string(c10::str(at::IntArrayRef(want))));
+  h.denoiser = ts.denoiser;
+  h.meta = j;
+  h.description = path;
+  return h;
+}
+
+}  // namespace
+
 ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags) {
   if (spec.rfind("gaussian:", 0) == 0) {
     auto kv = parse_kv(spec.substr(9), "--model gaussian:mean=M,std=S,dim=D");
@@ -130,6 +191,7 @@ ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags
                                                                                      : load_mixture_json(what);
     return exact_handle(std::move(g), flags, "exact denoiser of " + spec);
   }
+  if (is_torchscript_spec(spec)) return load_torchscript_handle(spec, flags);
   auto m = load_model(spec);
   ModelHandle h;
   h.diffusion = flags.merge_with(m.diffusion, "'" + spec + "'");

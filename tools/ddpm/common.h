@@ -45,7 +45,13 @@ struct ModelHandle {
   std::string description;
 };
 
+/// CHECKPOINT.safetensors | MODEL.pt (TorchScript, settings from MODEL.json beside it and the flags) |
+/// gaussian:mean=M,std=S,dim=D | gmm:FILE.json | gmm:NAME.
 ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags);
+/// True for torchscript:PATH and paths ending in .pt, .pth or .ts.
+bool is_torchscript_spec(const std::string& spec);
+/// MODEL.pt → MODEL.json.
+std::string torchscript_sidecar(const std::string& path);
 
 /// --data toy:NAME | FILE.npy (with an optional labels file); toy sets use `size` points drawn with `seed`.
 PointSet load_data_spec(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels = "");

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   register_generate(app);
   register_latents(app);
   register_info(app);
+  register_export(app);
   app.parse_complete_callback([&] {
     const int n = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     at::set_num_threads(n);
