@@ -117,4 +117,19 @@ TEST(Images, ScalingPaddingAndGrids) {
   stbi_image_free(p);
   EXPECT_EQ(w, 4 * 10 + 2);  // 4 columns of 8 pixels with 2-pixel borders
   EXPECT_EQ(h, 3 * 10 + 2);
+  // Zoomed: every pixel a 3×3 square. The first image's top-left pixel white, the rest black.
+  auto img = at::full({1, 1, 8, 8}, -1.0);
+  img[0][0][0][0] = 1.0;
+  save_image_grid(tmp("zoom.png"), img, 1, 3);
+  unsigned char* z = stbi_load(tmp("zoom.png").c_str(), &w, &h, &c, 1);
+  ASSERT_NE(z, nullptr);
+  EXPECT_EQ(w, 3 * (8 + 4));
+  EXPECT_EQ(h, 3 * (8 + 4));
+  auto at_ = [&](int x, int y) { return int(z[y * w + x]); };
+  for (int y = 6; y < 9; ++y)
+    for (int x = 6; x < 9; ++x) EXPECT_EQ(at_(x, y), 255) << x << "," << y;  // pixel (0,0) after the 2-px border
+  EXPECT_EQ(at_(9, 6), 0);
+  EXPECT_EQ(at_(6, 9), 0);
+  stbi_image_free(z);
+  EXPECT_THROW(save_image_grid(tmp("bad.png"), img, 1, 0), InvalidArgument);
 }

@@ -239,7 +239,8 @@ at::Tensor to_bytes(const at::Tensor& images) {
 
 }  // namespace
 
-void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol) {
+void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol, int64_t zoom) {
+  if (zoom < 1 || zoom > 16) throw InvalidArgument("image grid zoom must be 1..16 (got " + std::to_string(zoom) + ")");
   if (images.dim() != 4) throw InvalidArgument("an image grid needs [N, C, H, W] images");
   const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3), pad = 2;
   ncol = std::max<int64_t>(1, std::min(ncol, N));
@@ -254,8 +255,10 @@ void save_image_grid(const std::string& path, const at::Tensor& images, int64_t 
     grid.slice(0, pad + r * (H + pad), pad + r * (H + pad) + H).slice(1, pad + c * (W + pad), pad + c * (W + pad) + W)
         .copy_(img.slice(2, 0, 3));
   }
+  if (zoom > 1) grid = grid.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1);  // nearest neighbour
   grid = grid.contiguous();
-  write_file_atomic(path, encode_png(grid.data_ptr<uint8_t>(), static_cast<int>(GW), static_cast<int>(GH), 3));
+  write_file_atomic(path, encode_png(grid.data_ptr<uint8_t>(), static_cast<int>(grid.size(1)),
+                                     static_cast<int>(grid.size(0)), 3));
 }
 
 void save_images(const std::string& prefix, const at::Tensor& images) {

@@ -114,8 +114,8 @@ void run_progressive(ProgressiveArgs& a) {
   a.run(d, h.denoiser, x_T, gen, o);
   bar.finish();
   auto by_row = [&](const std::vector<at::Tensor>& cols) { return at::stack(cols, 1).flatten(0, 1); };
-  save_image_grid(a.out, by_row(x0s), S);
-  if (!a.chain.empty()) save_image_grid(a.chain, by_row(xts), S);
+  save_grid(a.out, by_row(x0s), S);
+  if (!a.chain.empty()) save_grid(a.chain, by_row(xts), S);
   std::vector<int64_t> ts;
   for (const auto& [i, k] : column) ts.push_back(kept[i] + 1);
   std::sort(ts.rbegin(), ts.rend());
@@ -185,7 +185,7 @@ void run_shared(SharedArgs& a) {
   bar.finish();
   for (auto& r : per_image)
     for (auto& row : r) rows.push_back(row);
-  save_image_grid(a.out, at::cat(rows), K + 2);
+  save_grid(a.out, at::cat(rows), K + 2);
   nlohmann::json j = {{"images", B}, {"samples_per_latent", K}, {"sampler", a.sampler}, {"by_t", report}, {"out", a.out}};
   if (a.json) {
     std::cout << j.dump() << "\n";
@@ -269,7 +269,7 @@ void run_interpolate(InterpArgs& a) {
     j["mode"] = "ddpm";
     j["rows_t"] = paper_t;
   }
-  save_image_grid(a.out, at::cat(rows), L + 2);
+  save_grid(a.out, at::cat(rows), L + 2);
   if (a.json) {
     std::cout << j.dump() << "\n";
   } else if (!global_options().quiet) {

@@ -75,7 +75,7 @@ void run_encode(EncodeArgs& a) {
       rows.push_back(in.x.slice(0, r, std::min(n, r + cols)));
       rows.push_back(recon.slice(0, r, std::min(n, r + cols)));
     }
-    save_image_grid(a.plot, at::cat(rows), cols);
+    save_grid(a.plot, at::cat(rows), cols);
   }
   nlohmann::json j = {{"images", in.size()}, {"refine", a.refine}, {"reconstruction", table}};
   if (!a.out.empty()) j["latents"] = a.out;
@@ -131,7 +131,7 @@ void run_decode(DecodeArgs& a) {
   auto x = ddim_sample(d, h.denoiser, z, 0.0, gen, o);
   bar.finish();
   if (h.item_shape.size() == 3) {
-    if (!a.out.empty()) save_image_grid(a.out, x, static_cast<int64_t>(std::ceil(std::sqrt(x.size(0)))));
+    if (!a.out.empty()) save_grid(a.out, x, static_cast<int64_t>(std::ceil(std::sqrt(x.size(0)))));
     if (!a.png_dir.empty()) {
       ensure_directory(a.png_dir);
       save_images(a.png_dir + "/decoded_", x);

@@ -43,7 +43,11 @@ void run_sample(SampleArgs& a) {
   const int64_t T = h.diffusion.timesteps;
   const int64_t default_steps = a.sampler == "ddim" ? 50 : a.sampler == "dpm++" ? 20 : a.sampler == "langevin" ? 100 : T;
   const int64_t steps = a.steps.value_or(std::min<int64_t>(default_steps, T));
-  if (a.spacing.empty()) a.spacing = (a.sampler == "dpm++" || a.sampler == "langevin") ? "logsnr" : "ddim";
+  // DPM-Solver++ and Langevin default to steps even in log-SNR (DPM-Solver's choice for small images); on the cosine
+  // schedule, whose ᾱ_T is nearly 0, that grid crowds the noisy end, and "trailing" measured better (docs/RESULTS.md).
+  if (a.spacing.empty())
+    a.spacing = (a.sampler == "dpm++" || a.sampler == "langevin") ? (h.diffusion.schedule == "cosine" ? "trailing" : "logsnr")
+                                                                  : "ddim";
   auto kept = respaced_timesteps(T, steps, a.spacing, h.diffusion.make().alphas_cumprod());
   auto diffusion = h.diffusion.make_respaced(kept);
 
@@ -108,7 +112,7 @@ void run_sample(SampleArgs& a) {
     save_images(a.png_dir + "/sample_", x);
   }
   if (!a.plot.empty() && images) {
-    save_image_grid(a.plot, x, a.per_class ? x.size(0) / h.num_classes : static_cast<int64_t>(std::ceil(std::sqrt(x.size(0)))));
+    save_grid(a.plot, x, a.per_class ? x.size(0) / h.num_classes : static_cast<int64_t>(std::ceil(std::sqrt(x.size(0)))));
   } else if (!a.plot.empty()) {
     if (x.dim() != 2 || x.size(1) != 2) throw InvalidArgument("--plot draws 2-D points; these samples have shape " +
                                                               std::string(c10::str(x.sizes())));
@@ -168,8 +172,8 @@ void register_sample(CLI::App& app) {
   c->add_option("--steps", a->steps,
                 "sampling steps (respaced) [T for ddpm, 50 for ddim, 20 for dpm++; noise levels for langevin: 100]");
   c->add_option("--spacing", a->spacing,
-                "which steps: ddim, even, quadratic, logsnr, linspace, leading, trailing [logsnr for dpm++ and "
-                "langevin, ddim otherwise]");
+                "which steps: ddim, even, quadratic, logsnr, linspace, leading, trailing [dpm++ and langevin: logsnr "
+                "(trailing on the cosine schedule); ddim otherwise]");
   c->add_option("--order", a->order, "DPM-Solver++ order: 2 (2M) or 1 (= DDIM)")->capture_default_str();
   c->add_option("--langevin-steps", a->langevin_steps, "Langevin steps per noise level")->capture_default_str();
   c->add_option("--langevin-scale", a->langevin_scale, "Langevin step δ: α_t = δ (1-ᾱ_t)/ᾱ_t")->capture_default_str();

@@ -304,7 +304,7 @@ void run_train(TrainArgs& a) {
     so.clip_denoised = true;
     so.y = y;
     auto x = ddim_sample(diffusion, as_denoiser(net), at::randn(shape, g).to(device), 0.0, g, so);
-    save_image_grid(path, x, per);
+    save_grid(path, x, per);
   };
   Progress bar("train", total - start);
   auto t0 = std::chrono::steady_clock::now();

@@ -387,6 +387,15 @@ at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64
   return at::full({n}, h.null_label, opt);
 }
 
+void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol) {
+  int64_t zoom = global_options().zoom;
+  if (zoom == 0) {
+    const int64_t side = std::max(images.size(2), images.size(3));
+    zoom = side <= 32 ? 3 : side <= 64 ? 2 : 1;
+  }
+  save_image_grid(path, images, ncol, zoom);
+}
+
 double rmse_255(const at::Tensor& a, const at::Tensor& b) {
   auto d = (a.to(at::kDouble).clamp(-1, 1) - b.to(at::kDouble).clamp(-1, 1)) * 127.5;
   return d.pow(2).mean().sqrt().item<double>();

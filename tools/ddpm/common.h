@@ -86,6 +86,7 @@ std::string format_duration(double seconds);
 struct GlobalOptions {
   int threads = 0;
   bool quiet = false;
+  int64_t zoom = 0;  ///< image grids: pixels per image pixel; 0 = 3 up to 32 px images, 2 up to 64, else 1
 };
 GlobalOptions& global_options();
 
@@ -119,6 +120,9 @@ ImageBatch load_input_images(const ModelHandle& h, const std::string& files, con
 /// null label (unconditional, for models trained with label dropout). Undefined for unconditional models.
 at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64_t>& klass,
                       const at::Tensor& data_labels = {});
+
+/// save_image_grid with the --zoom of the command line.
+void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol);
 
 /// RMSE between images in [-1, 1], on the 0–255 scale.
 double rmse_255(const at::Tensor& a, const at::Tensor& b);

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   auto& g = global_options();
   app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet,-q", g.quiet, "no progress display");
+  app.add_option("--zoom", g.zoom, "image grids: screen pixels per image pixel (0 = automatic: 3 for images up to 32 px, 2 up to 64, else 1)")->check(CLI::Range(0, 16))->capture_default_str();
   app.set_version_flag("--version", "ddpm 0.1.0");
   register_train(app);
   register_sample(app);

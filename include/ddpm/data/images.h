@@ -51,8 +51,9 @@ inline int64_t padded_side(int64_t side) { return side == 28 ? 32 : 0; }
 /// uint8 [N, C, H, W] → float [-1, 1], padded with -1 (black) to at least `min_side` square (28 → 32).
 at::Tensor to_model_range(const at::Tensor& images, int64_t min_side = 0);
 
-/// [N, C, H, W] float in [-1, 1] → one PNG grid with `ncol` columns and a 2-pixel border; throws IoError.
-void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol);
+/// [N, C, H, W] float in [-1, 1] → one PNG grid with `ncol` columns and a 2-pixel border, every pixel drawn as a
+/// zoom × zoom square; throws IoError.
+void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol, int64_t zoom = 1);
 /// Each image of [N, C, H, W] in [-1, 1] as its own PNG: prefix + index + ".png".
 void save_images(const std::string& prefix, const at::Tensor& images);
 
