@@ -334,3 +334,19 @@ TEST(Cli, SamplesFromATorchScriptModelMadeInPython) {
   std::ofstream(d + "/c.json") << R"({"item_shape": [1, 8, 8]})";
   expect_one_line_error("sample -m " + d + "/c.pt", "num_classes");
 }
+
+TEST(Cli, RateDistortionWritesTheCurveAndThreePlots) {
+  const std::string d = dir() + "/rd";
+  fs::create_directories(d);
+  auto r = run("rate-distortion -q -m gaussian:mean=0.1,std=0.4,dim=2 --data toy:gaussian -n 300 --timesteps 50 --json"
+               " --csv " + d + "/rd.csv --prefix " + d + "/rd");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output);
+  EXPECT_GT(j["end_rate_bpd"].get<double>(), 0.0);
+  EXPECT_LT(j["end_distortion_rmse"].get<double>(), 51.0);  // below the data's own std on the 0–255 scale
+  for (const char* f : {"/rd_distortion_t.png", "/rd_rate_t.png", "/rd_distortion_rate.png", "/rd.csv"})
+    EXPECT_TRUE(fs::exists(d + f)) << f;
+  std::ifstream csv(d + "/rd.csv");
+  EXPECT_EQ(count_lines(std::string(std::istreambuf_iterator<char>(csv), {})), 51);  // header + t = 50 … 1
+  expect_one_line_error("rate-distortion -m gaussian:dim=2 --data toy:gaussian --prefix /proc/nope/rd", "/proc/nope");
+}

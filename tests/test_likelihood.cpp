@@ -113,3 +113,32 @@ TEST(Likelihood, BatchingDoesNotChangeTheTerms) {
   EXPECT_EQ(calls, 5 * 50);
   EXPECT_NEAR(s3.bits_per_dim, s1.bits_per_dim, 5 * s1.stderr_);
 }
+
+TEST(Likelihood, RateDistortionOfGaussianDataFollowsThePosteriorVariance) {
+  // With the exact denoiser, x̂0(x_t) = E[x0 | x_t], so the distortion is the posterior std:
+  // 127.5 · s √((1-a)/v), a = ᾱ_t, v = a s² + 1 - a (SPEC §9). The rate grows as t falls and ends at the bound.
+  const double m = 0.1, s = 0.4;
+  auto d = make_diffusion(100);
+  auto den = ExactMixtureDenoiser(GaussianMixture::gaussian(m, s, 1), d.alphas_cumprod()).as_denoiser();
+  auto g = gen(11);
+  auto x = m + s * at::randn({8000, 1}, g, at::TensorOptions().dtype(at::kDouble));
+  NllOptions o;
+  o.decoder = Decoder::continuous;
+  o.batch = 8000;
+  auto sum = evaluate_nll(d, den, x, {}, o);
+  auto rd = rate_distortion(sum);
+  ASSERT_EQ(rd.t.size(), 100u);
+  EXPECT_EQ(rd.t.front(), 100);
+  EXPECT_EQ(rd.t.back(), 1);
+  EXPECT_DOUBLE_EQ(rd.rate_bpd.front(), sum.prior_bpd);
+  EXPECT_NEAR(rd.rate_bpd.back() + sum.terms[0], sum.bits_per_dim, 1e-9);  // + L_0 = lossless
+  for (size_t i = 1; i < rd.t.size(); ++i) EXPECT_GE(rd.rate_bpd[i], rd.rate_bpd[i - 1] - 1e-12);
+  for (int64_t t : {100, 50, 10, 1}) {
+    const double a = d.alphas_cumprod()[t - 1], v = a * s * s + 1 - a;
+    const double want = 127.5 * s * std::sqrt((1 - a) / v);
+    const double got = rd.distortion_rmse[100 - t];
+    std::printf("t = %3lld: distortion %.3f (posterior std %.3f), rate %.4f bits/dim\n", static_cast<long long>(t), got,
+                want, rd.rate_bpd[100 - t]);
+    EXPECT_NEAR(got / want, 1.0, 0.04) << t;
+  }
+}

@@ -42,4 +42,19 @@ NllSummary evaluate_nll(const GaussianDiffusion& diffusion, const Denoiser& mode
   return s;
 }
 
+RateDistortion rate_distortion(const NllSummary& s) {
+  const int64_t T = static_cast<int64_t>(s.terms.size());
+  if (T < 1 || static_cast<int64_t>(s.x0_mse.size()) != T) throw InvalidArgument("rate-distortion needs every term");
+  RateDistortion rd;
+  double rate = s.prior_bpd;  // x_T sent
+  for (int64_t t = T; t >= 1; --t) {
+    // terms[t] is L_t, the cost of x_t given x_{t+1} (index 0 is L_0, the decoder); x_T costs the prior alone.
+    if (t < T) rate += s.terms[t];
+    rd.t.push_back(t);
+    rd.rate_bpd.push_back(rate);
+    rd.distortion_rmse.push_back(std::sqrt(std::max(0.0, s.x0_mse[t - 1])) * 127.5);
+  }
+  return rd;
+}
+
 }  // namespace ddpm

@@ -18,6 +18,7 @@ struct NllArgs {
   uint64_t data_seed = 1, seed = 0;
   bool json = false, quantize = false, clip = false, conditional = false;
   DiffusionFlags diffusion;
+  std::string prefix = "rate_distortion";  // rate-distortion: plots PREFIX_{distortion_t,rate_t,distortion_rate}.png
 };
 
 /// Data on the 256-level grid of [-1, 1] (as images are) gets the discrete decoder; anything else the density.
@@ -27,9 +28,13 @@ bool on_image_grid(const at::Tensor& x) {
   return (k - k.round()).abs().max().item<double>() < 1e-3;
 }
 
-void run_nll(NllArgs& a) {
-  check_writable(a.csv);
-  check_writable(a.plot);
+struct Evaluated {
+  NllSummary s;
+  Decoder decoder;
+  int64_t T;
+};
+
+Evaluated evaluate(NllArgs& a) {
   auto h = load_model_spec(a.model, a.diffusion);
   PointSet data;
   if (is_image_spec(a.data)) {
@@ -65,6 +70,13 @@ void run_nll(NllArgs& a) {
   }
   auto s = evaluate_nll(diffusion, h.denoiser, data.x, labels, o);
   bar.finish();
+  return {std::move(s), o.decoder, T};
+}
+
+void run_nll(NllArgs& a) {
+  check_writable(a.csv);
+  check_writable(a.plot);
+  auto [s, decoder, T] = evaluate(a);
 
   if (!a.csv.empty()) {
     std::ostringstream os;
@@ -95,40 +107,100 @@ void run_nll(NllArgs& a) {
   }
   nlohmann::json j = {{"bits_per_dim", s.bits_per_dim}, {"stderr", s.stderr_},    {"count", s.count},
                       {"prior_bpd", s.prior_bpd},       {"decoder_bpd", s.terms[0]}, {"timesteps", T},
-                      {"decoder", to_string(o.decoder)}};
+                      {"decoder", to_string(decoder)}};
   if (a.json) {
     std::cout << j.dump() << "\n";
   } else {
     std::printf("%.4f ± %.4f bits/dim over %lld points (%s decoder; prior %.4g, L_0 %.4g)\n", s.bits_per_dim,
-                s.stderr_, static_cast<long long>(s.count), to_string(o.decoder).c_str(), s.prior_bpd, s.terms[0]);
+                s.stderr_, static_cast<long long>(s.count), to_string(decoder).c_str(), s.prior_bpd, s.terms[0]);
   }
+}
+
+void run_rate_distortion(NllArgs& a) {
+  check_writable(a.csv);
+  for (const char* k : {"_distortion_t.png", "_rate_t.png", "_distortion_rate.png"}) check_writable(a.prefix + k);
+  auto [s, decoder, T] = evaluate(a);
+  auto rd = rate_distortion(s);
+  if (!a.csv.empty()) {
+    std::ostringstream os;
+    os << "t,rate_bits_per_dim,distortion_rmse_255\n";
+    for (size_t i = 0; i < rd.t.size(); ++i) os << rd.t[i] << "," << rd.rate_bpd[i] << "," << rd.distortion_rmse[i] << "\n";
+    write_text(a.csv, os.str());
+  }
+  auto plot = [&](const std::string& path, const std::vector<double>& x, const std::vector<double>& y,
+                  const std::string& title, const std::string& xl, const std::string& yl, bool log_y) {
+    LineSeries ls;
+    ls.x = x;
+    ls.y = y;
+    ls.color = palette(0);
+    PlotOptions po;
+    po.title = title;
+    po.xlabel = xl;
+    po.ylabel = yl;
+    po.log_y = log_y;
+    po.height = 600;
+    save_line_plot_png(path, {ls}, po);
+  };
+  std::vector<double> tt(rd.t.begin(), rd.t.end());
+  plot(a.prefix + "_distortion_t.png", tt, rd.distortion_rmse, "distortion of x̂0(x_t)", "timestep t",
+       "RMSE [0, 255]", false);
+  plot(a.prefix + "_rate_t.png", tt, rd.rate_bpd, "rate after sending x_T … x_t", "timestep t", "bits/dim", false);
+  plot(a.prefix + "_distortion_rate.png", rd.rate_bpd, rd.distortion_rmse, "distortion against rate",
+       "rate (bits/dim)", "RMSE [0, 255]", false);
+  const double end_rate = rd.rate_bpd.back(), end_dist = rd.distortion_rmse.back();
+  nlohmann::json j = {{"end_rate_bpd", end_rate},   {"end_distortion_rmse", end_dist}, {"bits_per_dim", s.bits_per_dim},
+                      {"stderr", s.stderr_},         {"count", s.count},               {"timesteps", T},
+                      {"decoder", to_string(decoder)}, {"prefix", a.prefix}};
+  if (a.json) {
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("end point (x_1 sent): rate %.4f bits/dim, distortion %.3f RMSE (0–255); lossless total %.4f ± %.4f "
+                "bits/dim over %lld images; plots %s_*.png\n",
+                end_rate, end_dist, s.bits_per_dim, s.stderr_, static_cast<long long>(s.count), a.prefix.c_str());
+  }
+}
+
+void add_data_flags(CLI::App* c, NllArgs& a) {
+  c->add_option("--model,-m", a.model, "CHECKPOINT.safetensors, MODEL.pt, gaussian:..., gmm:FILE.json or gmm:8gaussians")
+      ->required();
+  a.diffusion.add(c, false);
+  c->add_option("--data", a.data, "toy:NAME, FILE.npy, or images (fashion-mnist:test, cifar10:DIR:test, folder:DIR)")
+      ->capture_default_str();
+  c->add_option("--labels", a.labels, "labels .npy for FILE.npy data (class-conditional models)");
+  c->add_option("--num,-n", a.num, "points drawn from a toy set; the first N images of an image set")
+      ->capture_default_str();
+  c->add_option("--data-seed", a.data_seed, "seed of the toy set (default differs from training's 0)")
+      ->capture_default_str();
+  c->add_flag("--quantize", a.quantize, "round the data to the 256-level grid of [-1, 1] first (as images)");
+  c->add_option("--decoder", a.decoder, "L_0 likelihood: auto, discrete (256 bins), continuous")->capture_default_str();
+  c->add_flag("--clip", a.clip, "clip x̂0 to [-1, 1]");
+  c->add_flag("--conditional", a.conditional, "evaluate -log p(x | y) with the data's labels (default: p(x))");
+  c->add_option("--batch", a.batch, "points per batch")->capture_default_str();
+  c->add_option("--seed", a.seed, "seed of the forward-process noise")->capture_default_str();
+  c->add_flag("--json", a.json, "print one JSON object");
 }
 
 }  // namespace
 
 void register_nll(CLI::App& app) {
-  auto a = std::make_shared<NllArgs>();
-  auto* c = app.add_subcommand("nll", "negative log-likelihood (bits/dim) of a data set under a model");
-  c->add_option("--model,-m", a->model, "CHECKPOINT.safetensors, gaussian:..., gmm:FILE.json or gmm:8gaussians")
-      ->required();
-  a->diffusion.add(c, false);
-  c->add_option("--data", a->data, "toy:NAME, FILE.npy, or images (fashion-mnist:test, cifar10:DIR:test, folder:DIR)")
-      ->capture_default_str();
-  c->add_option("--labels", a->labels, "labels .npy for FILE.npy data (class-conditional models)");
-  c->add_option("--num,-n", a->num, "points drawn from a toy set; the first N images of an image set")
-      ->capture_default_str();
-  c->add_option("--data-seed", a->data_seed, "seed of the toy set (default differs from training's 0)")
-      ->capture_default_str();
-  c->add_flag("--quantize", a->quantize, "round the data to the 256-level grid of [-1, 1] first (as images)");
-  c->add_option("--decoder", a->decoder, "L_0 likelihood: auto, discrete (256 bins), continuous")->capture_default_str();
-  c->add_flag("--clip", a->clip, "clip x̂0 to [-1, 1]");
-  c->add_flag("--conditional", a->conditional, "evaluate -log p(x | y) with the data's labels (default: p(x))");
-  c->add_option("--batch", a->batch, "points per batch")->capture_default_str();
-  c->add_option("--seed", a->seed, "seed of the forward-process noise")->capture_default_str();
-  c->add_option("--csv", a->csv, "write every term (prior, L_{t-1}, L_0) to this CSV");
-  c->add_option("--plot", a->plot, "plot the terms against t to this PNG");
-  c->add_flag("--json", a->json, "print one JSON object");
-  c->callback([a] { run_nll(*a); });
+  {
+    auto a = std::make_shared<NllArgs>();
+    auto* c = app.add_subcommand("nll", "negative log-likelihood (bits/dim) of a data set under a model");
+    add_data_flags(c, *a);
+    c->add_option("--csv", a->csv, "write every term (prior, L_{t-1}, L_0) to this CSV");
+    c->add_option("--plot", a->plot, "plot the terms against t to this PNG");
+    c->callback([a] { run_nll(*a); });
+  }
+  {
+    auto a = std::make_shared<NllArgs>();
+    auto* c = app.add_subcommand("rate-distortion",
+                                 "progressive lossy compression (DDPM §4.3): rate and distortion as x_T … x_1 are sent");
+    add_data_flags(c, *a);
+    c->add_option("--csv", a->csv, "write t, rate (bits/dim), distortion (RMSE 0–255) to this CSV");
+    c->add_option("--prefix", a->prefix, "plots PREFIX_distortion_t.png, PREFIX_rate_t.png, PREFIX_distortion_rate.png")
+        ->capture_default_str();
+    c->callback([a] { run_rate_distortion(*a); });
+  }
 }
 
 }  // namespace ddpm::cli

@@ -32,4 +32,13 @@ struct NllSummary {
 NllSummary evaluate_nll(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x,
                         const at::Tensor& labels, const NllOptions& options);
 
+/// Progressive lossy compression (DDPM §4.3, Algorithms 3–4) read off the bound: after x_T … x_t have been sent,
+/// the rate is L_T + Σ_{s > t} L_{s-1} bits/dim and the distortion is the RMSE, on the 0–255 scale, between x0 and
+/// x̂0(x_t). Entries run t = T, T-1, …, 1 (paper timesteps); the last is the end point.
+struct RateDistortion {
+  std::vector<int64_t> t;
+  std::vector<double> rate_bpd, distortion_rmse;
+};
+RateDistortion rate_distortion(const NllSummary& s);
+
 }  // namespace ddpm
