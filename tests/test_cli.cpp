@@ -268,6 +268,31 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
                 "/ck.npy").code, 0);
   EXPECT_TRUE(ddpm::read_npy(d + "/ts.npy").equal(ddpm::read_npy(d + "/ck.npy")));
   expect_one_line_error("export " + d + "/run/checkpoint.safetensors -o " + d + "/net.onnx", ".pt");
+  // Evaluation: a classifier on the same folder, then FID / IS / a sweep with it.
+  auto ct = run("classifier train -q --data folder:" + d + "/data --test folder:" + d +
+                "/data --epochs 2 --batch 4 --width 4 --feature-dim 8 -o " + d + "/cls.safetensors");
+  ASSERT_EQ(ct.code, 0) << ct.output;
+  const std::string cls = " -c " + d + "/cls.safetensors --ref folder:" + d + "/data ";
+  auto self = run("fid -q --json" + cls + "--samples folder:" + d + "/data");
+  ASSERT_EQ(self.code, 0) << self.output;
+  EXPECT_LT(nlohmann::json::parse(self.output)["fid"].get<double>(), 1e-6);  // a set against itself
+  auto gen_fid = run("fid -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 6 --steps 3 --ref-cache " + d +
+                     "/ref.safetensors");
+  ASSERT_EQ(gen_fid.code, 0) << gen_fid.output;
+  EXPECT_TRUE(fs::exists(d + "/ref.safetensors"));
+  auto is = run("is -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 6 --steps 3 --splits 2 --ref-cache " +
+                d + "/ref.safetensors");
+  ASSERT_EQ(is.code, 0) << is.output;
+  const double isv = nlohmann::json::parse(is.output)["is"].get<double>();
+  EXPECT_GE(isv, 1.0 - 1e-9);
+  EXPECT_LE(isv, 2.0 + 1e-9);
+  auto sw = run("sweep -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 4 --samplers ddim,dpm++ "
+                "--steps-list 2,3 --csv " + d + "/sweep.csv --plot " + d + "/sweep.png");
+  ASSERT_EQ(sw.code, 0) << sw.output;
+  EXPECT_EQ(nlohmann::json::parse(sw.output).size(), 4u);
+  EXPECT_TRUE(fs::exists(d + "/sweep.png"));
+  expect_one_line_error("fid" + cls + "-m " + d + "/run/checkpoint.safetensors --samples x.npy", "one of them");
+  expect_one_line_error("fid -c " + d + "/run/checkpoint.safetensors --samples folder:" + d + "/data", "not a ddpm classifier");
   ddpm::save_images(d + "/big_", at::zeros({1, 1, 16, 16}));
   expect_one_line_error("interpolate" + m + "--t 51", "--t must be in 1..50");
   expect_one_line_error("shared-latent" + m + "--t 0", "--t must be in 1..50");

@@ -12,6 +12,8 @@ void register_nll(CLI::App& app);
 void register_schedule(CLI::App& app);
 void register_info(CLI::App& app);
 void register_export(CLI::App& app);
+void register_classifier(CLI::App& app);
+void register_quality(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_latents(CLI::App& app);
 

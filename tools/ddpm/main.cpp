@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   register_latents(app);
   register_info(app);
   register_export(app);
+  register_classifier(app);
+  register_quality(app);
   app.parse_complete_callback([&] {
     const int n = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     at::set_num_threads(n);

@@ -1,0 +1,265 @@
+// ddpm fid | is | sweep: sample quality with a feature network (the project's classifier), against a data split.
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "commands.h"
+#include "common.h"
+#include "ddpm/compat.h"
+#include "ddpm/data/images.h"
+#include "ddpm/errors.h"
+#include "ddpm/eval/metrics.h"
+#include "ddpm/io/npy.h"
+#include "ddpm/models/classifier.h"
+#include "ddpm/samplers.h"
+
+namespace ddpm::cli {
+namespace {
+
+struct QualityArgs {
+  std::string classifier, model, samples, ref = "fashion-mnist", ref_cache, sampler = "ddim", steps_list, plot, csv;
+  std::optional<int64_t> steps;
+  int64_t num = 10000, batch = 250, splits = 10;
+  double eta = 0.0, guidance = 0.0;
+  uint64_t seed = 0;
+  bool json = false;
+  DiffusionFlags diffusion;
+};
+
+/// Images from a model (generated), a .npy file, or an image data set.
+at::Tensor generate(const QualityArgs& a, const ModelHandle& h, const std::string& sampler, int64_t steps,
+                    Progress* bar, int64_t* done) {
+  if (h.item_shape.size() != 3) throw InvalidArgument("FID and IS need an image model");
+  const int64_t T = h.diffusion.timesteps;
+  std::string spacing = sampler == "dpm++" ? (h.diffusion.schedule == "cosine" ? "trailing" : "logsnr") : "ddim";
+  auto d = h.diffusion.make_respaced(respaced_timesteps(T, steps, spacing, h.diffusion.make().alphas_cumprod()));
+  Denoiser model = h.denoiser;
+  if (a.guidance != 0.0) {
+    if (h.num_classes == 0) throw InvalidArgument("--guidance needs a class-conditional model");
+    model = classifier_free_guidance(model, a.guidance, h.null_label, learns_variance(d.var_type()));
+  }
+  auto gen = compat::make_cpu_generator(a.seed);
+  std::vector<at::Tensor> parts;
+  for (int64_t i = 0; i < a.num; i += a.batch) {
+    const int64_t n = std::min(a.batch, a.num - i);
+    std::vector<int64_t> shape = {n};
+    shape.insert(shape.end(), h.item_shape.begin(), h.item_shape.end());
+    auto x_T = at::randn(shape, gen);
+    SampleOptions o;
+    o.clip_denoised = true;
+    if (h.num_classes > 0)  // balanced classes
+      o.y = (at::arange(i, i + n, at::TensorOptions().dtype(at::kLong)) % h.num_classes);
+    const int64_t base = *done;
+    o.progress = [&](int64_t s, int64_t) { bar->update(base + s); };
+    at::Tensor x;
+    if (sampler == "ddpm")
+      x = ddpm_sample(d, model, x_T, gen, o);
+    else if (sampler == "ddim")
+      x = ddim_sample(d, model, x_T, a.eta, gen, o);
+    else if (sampler == "dpm++")
+      x = dpm_solver_sample(d, model, x_T, 2, o);
+    else
+      throw InvalidArgument("unknown sampler '" + sampler + "' (choose ddpm, ddim or dpm++)");
+    *done += steps;
+    parts.push_back(x.clamp(-1, 1));
+  }
+  return at::cat(parts);
+}
+
+at::Tensor load_images(const std::string& spec, int64_t limit) {
+  if (spec.size() > 4 && spec.compare(spec.size() - 4, 4, ".npy") == 0) {
+    auto x = read_npy(spec).to(at::kFloat);
+    if (x.dim() != 4) throw FormatError("'" + spec + "' must hold images [N, C, H, W] in [-1, 1]");
+    return limit > 0 ? x.slice(0, 0, std::min(limit, x.size(0))) : x;
+  }
+  auto s = load_image_dataset(spec);
+  const int64_t n = limit > 0 ? std::min(limit, s.size()) : s.size();
+  return to_model_range(s.images.slice(0, 0, n), padded_side(s.images.size(2)));
+}
+
+void check_fits(const Classifier& c, const at::Tensor& x, const std::string& what) {
+  const auto& o = c.options();
+  if (x.size(1) != o.in_channels || x.size(2) != o.image_size || x.size(3) != o.image_size)
+    throw InvalidArgument(what + " are " + std::to_string(x.size(1)) + "×" + std::to_string(x.size(2)) + "×" +
+                          std::to_string(x.size(3)) + "; the classifier takes " + std::to_string(o.in_channels) + "×" +
+                          std::to_string(o.image_size) + "×" + std::to_string(o.image_size));
+}
+
+FeatureStats reference_stats(const QualityArgs& a, Classifier& c) {
+  const std::string desc = "features of '" + a.ref + "' by '" + std::filesystem::path(a.classifier).filename().string() + "'";
+  if (!a.ref_cache.empty() && std::filesystem::exists(a.ref_cache)) {
+    auto s = load_feature_stats(a.ref_cache);
+    if (s.description != desc)
+      throw ConfigMismatch("'" + a.ref_cache + "' holds " + s.description + ", not " + desc +
+                           " (delete it or name another --ref-cache)");
+    return s;
+  }
+  auto x = load_images(a.ref, 0);
+  check_fits(c, x, "the reference images");
+  auto s = feature_stats(classifier_apply(c, x, true));
+  s.description = desc;
+  if (!a.ref_cache.empty()) save_feature_stats(a.ref_cache, s);
+  return s;
+}
+
+struct Scores {
+  double fid, is_mean, is_std;
+  int64_t count;
+};
+
+Scores score(const QualityArgs& a, Classifier& c, const FeatureStats& ref, const at::Tensor& x) {
+  check_fits(c, x, "the samples");
+  auto feats = classifier_apply(c, x, true);
+  auto probs = at::softmax(classifier_apply(c, x, false).to(at::kDouble), 1);
+  auto [m, sd] = inception_score(probs, std::min<int64_t>(a.splits, x.size(0)));
+  return {frechet_distance(feature_stats(feats), ref), m, sd, x.size(0)};
+}
+
+void run_quality(QualityArgs& a, const std::string& what) {
+  check_writable(a.ref_cache);
+  if (a.num < 2) throw InvalidArgument("--num must be at least 2");
+  if (a.model.empty() == a.samples.empty()) throw InvalidArgument("give --model (generate) or --samples (score images), one of them");
+  nlohmann::json meta;
+  auto cls = load_classifier(a.classifier, &meta);
+  auto ref = reference_stats(a, *cls);
+  at::Tensor x;
+  std::string source;
+  double seconds = 0;
+  int64_t steps = 0;
+  if (!a.model.empty()) {
+    auto h = load_model_spec(a.model, a.diffusion);
+    if (h.network) h.network->eval();
+    steps = a.steps.value_or(a.sampler == "ddpm" ? h.diffusion.timesteps : a.sampler == "dpm++" ? 20 : 50);
+    Progress bar("generate " + a.sampler + " " + std::to_string(steps) + " steps", (a.num + a.batch - 1) / a.batch * steps);
+    int64_t done = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    x = generate(a, h, a.sampler, steps, &bar, &done);
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    bar.finish();
+    source = a.model + " (" + a.sampler + ", " + std::to_string(steps) + " steps)";
+  } else {
+    x = load_images(a.samples, a.num);
+    source = a.samples;
+  }
+  auto s = score(a, *cls, ref, x);
+  nlohmann::json j = {{"fid", s.fid},      {"is", s.is_mean},     {"is_std", s.is_std}, {"count", s.count},
+                      {"reference", a.ref}, {"ref_count", ref.count}, {"source", source}, {"classifier", a.classifier}};
+  if (seconds > 0) j["seconds"] = seconds;
+  if (a.json) {
+    std::cout << j.dump() << "\n";
+  } else if (what == "is") {
+    std::printf("IS %.3f ± %.3f (%lld images of %s, %lld splits; at most %lld)\n", s.is_mean, s.is_std,
+                static_cast<long long>(s.count), source.c_str(), static_cast<long long>(a.splits),
+                static_cast<long long>(cls->options().num_classes));
+  } else {
+    std::printf("FID %.4f against %s (%lld images of %s; IS %.3f ± %.3f)\n", s.fid, a.ref.c_str(),
+                static_cast<long long>(s.count), source.c_str(), s.is_mean, s.is_std);
+  }
+}
+
+void run_sweep(QualityArgs& a) {
+  check_writable(a.csv);
+  check_writable(a.plot);
+  check_writable(a.ref_cache);
+  if (a.model.empty()) throw InvalidArgument("sweep needs --model");
+  auto counts = parse_int_list(a.steps_list, "--steps-list");
+  auto samplers = split_list(a.sampler);
+  nlohmann::json meta;
+  auto cls = load_classifier(a.classifier, &meta);
+  auto ref = reference_stats(a, *cls);
+  auto h = load_model_spec(a.model, a.diffusion);
+  if (h.network) h.network->eval();
+  int64_t total = 0;
+  for (size_t k = 0; k < samplers.size(); ++k)
+    for (int64_t s : counts) total += (a.num + a.batch - 1) / a.batch * s;
+  Progress bar("sweep", total);
+  int64_t done = 0;
+  nlohmann::json rows = nlohmann::json::array();
+  std::vector<LineSeries> lines;
+  std::ostringstream csv;
+  csv << "sampler,steps,fid,is,seconds\n";
+  for (size_t k = 0; k < samplers.size(); ++k) {
+    LineSeries ls;
+    ls.label = samplers[k];
+    ls.color = palette(static_cast<int>(k));
+    for (int64_t steps : counts) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto x = generate(a, h, samplers[k], steps, &bar, &done);
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      auto s = score(a, *cls, ref, x);
+      rows.push_back({{"sampler", samplers[k]}, {"steps", steps}, {"fid", s.fid}, {"is", s.is_mean}, {"seconds", sec}});
+      csv << samplers[k] << "," << steps << "," << s.fid << "," << s.is_mean << "," << sec << "\n";
+      ls.x.push_back(static_cast<double>(steps));
+      ls.y.push_back(s.fid);
+    }
+    lines.push_back(ls);
+  }
+  bar.finish();
+  if (!a.csv.empty()) write_text(a.csv, csv.str());
+  if (!a.plot.empty()) {
+    PlotOptions po;
+    po.title = "FID against sampling steps (" + std::to_string(a.num) + " samples)";
+    po.xlabel = "steps";
+    po.ylabel = "FID (log scale)";
+    po.log_y = true;
+    po.height = 600;
+    save_line_plot_png(a.plot, lines, po);
+  }
+  if (a.json) {
+    std::cout << rows.dump() << "\n";
+  } else {
+    std::printf("%-8s %6s %10s %8s %9s\n", "sampler", "steps", "FID", "IS", "seconds");
+    for (const auto& r : rows)
+      std::printf("%-8s %6lld %10.4f %8.3f %9.1f\n", r["sampler"].get<std::string>().c_str(),
+                  static_cast<long long>(r["steps"].get<int64_t>()), r["fid"].get<double>(), r["is"].get<double>(),
+                  r["seconds"].get<double>());
+  }
+}
+
+void add_common(CLI::App* c, QualityArgs& a) {
+  c->add_option("--classifier,-c", a.classifier, "feature network: a classifier from `ddpm classifier train`")->required();
+  c->add_option("--model,-m", a.model, "generate the samples from this model");
+  a.diffusion.add(c, false);
+  c->add_option("--ref", a.ref, "reference images: a data split (fashion-mnist, fashion-mnist:test, …) or .npy")
+      ->capture_default_str();
+  c->add_option("--ref-cache", a.ref_cache, "cache the reference statistics in this file (.safetensors)");
+  c->add_option("--num,-n", a.num, "images to generate or score")->capture_default_str();
+  c->add_option("--batch", a.batch, "images generated at once")->capture_default_str();
+  c->add_option("--eta", a.eta, "DDIM η")->capture_default_str();
+  c->add_option("--guidance,-w", a.guidance, "classifier-free guidance weight w (classes are balanced)")->capture_default_str();
+  c->add_option("--seed", a.seed, "seed of the samples")->capture_default_str();
+  c->add_option("--splits", a.splits, "IS splits")->capture_default_str();
+  c->add_flag("--json", a.json, "print JSON");
+}
+
+}  // namespace
+
+void register_quality(CLI::App& app) {
+  for (const std::string what : {"fid", "is"}) {
+    auto a = std::make_shared<QualityArgs>();
+    auto* c = app.add_subcommand(what, what == "fid" ? "Fréchet distance of samples to a data split in a classifier's features"
+                                                     : "Inception Score of samples with a classifier's p(y|x)");
+    add_common(c, *a);
+    c->add_option("--samples", a->samples, "score these images instead: .npy [N, C, H, W] in [-1, 1], or a data spec");
+    c->add_option("--sampler", a->sampler, "ddpm, ddim or dpm++")->capture_default_str();
+    c->add_option("--steps", a->steps, "sampling steps [T for ddpm, 50 for ddim, 20 for dpm++]");
+    c->callback([a, what] { run_quality(*a, what); });
+  }
+  auto a = std::make_shared<QualityArgs>();
+  auto* c = app.add_subcommand("sweep", "FID and time for each sampler over step counts (the DDIM paper's Table 1)");
+  add_common(c, *a);
+  a->sampler = "ddim,dpm++";
+  a->steps_list = "10,20,50,100";
+  c->add_option("--samplers", a->sampler, "comma-separated: ddpm, ddim, dpm++")->capture_default_str();
+  c->add_option("--steps-list", a->steps_list, "comma-separated step counts")->capture_default_str();
+  c->add_option("--csv", a->csv, "write the table as CSV");
+  c->add_option("--plot", a->plot, "plot FID against steps to this PNG");
+  c->callback([a] { run_sweep(*a); });
+}
+
+}  // namespace ddpm::cli
