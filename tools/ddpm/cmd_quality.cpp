@@ -2,6 +2,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -16,13 +17,23 @@
 #include "ddpm/eval/metrics.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/models/classifier.h"
+#include "ddpm/models/inception.h"
 #include "ddpm/samplers.h"
 
 namespace ddpm::cli {
 namespace {
 
+/// The feature network behind FID and IS: the project's classifier, or the FID Inception.
+struct FeatureNet {
+  std::string name;
+  std::function<at::Tensor(const at::Tensor&)> features;    ///< [N, D]
+  std::function<at::Tensor(const at::Tensor&)> probs;       ///< [N, K] p(y|x)
+  std::function<void(const at::Tensor&, const std::string&)> check;  ///< throws when the images do not fit
+  int64_t num_classes = 0;
+};
+
 struct QualityArgs {
-  std::string classifier, model, samples, ref = "fashion-mnist", ref_cache, sampler = "ddim", steps_list, plot, csv;
+  std::string inception, classifier, model, samples, ref = "fashion-mnist", ref_cache, sampler = "ddim", steps_list, plot, csv;
   std::optional<int64_t> steps;
   int64_t num = 10000, batch = 250, splits = 10;
   double eta = 0.0, guidance = 0.0;
@@ -82,16 +93,48 @@ at::Tensor load_images(const std::string& spec, int64_t limit) {
   return to_model_range(s.images.slice(0, 0, n), padded_side(s.images.size(2)));
 }
 
-void check_fits(const Classifier& c, const at::Tensor& x, const std::string& what) {
-  const auto& o = c.options();
-  if (x.size(1) != o.in_channels || x.size(2) != o.image_size || x.size(3) != o.image_size)
-    throw InvalidArgument(what + " are " + std::to_string(x.size(1)) + "×" + std::to_string(x.size(2)) + "×" +
-                          std::to_string(x.size(3)) + "; the classifier takes " + std::to_string(o.in_channels) + "×" +
-                          std::to_string(o.image_size) + "×" + std::to_string(o.image_size));
+FeatureNet load_feature_net(const QualityArgs& a) {
+  if (a.classifier.empty() == a.inception.empty())
+    throw InvalidArgument("give the feature network: --classifier FILE (ddpm classifier train) or --inception WEIGHTS");
+  FeatureNet f;
+  auto batched = [](auto fn) {
+    return [fn](const at::Tensor& x) {
+      c10::InferenceMode guard;
+      std::vector<at::Tensor> parts;
+      for (int64_t i = 0; i < x.size(0); i += 50) parts.push_back(fn(x.slice(0, i, std::min(x.size(0), i + 50))));
+      return at::cat(parts);
+    };
+  };
+  if (!a.classifier.empty()) {
+    auto c = load_classifier(a.classifier);
+    f.name = std::filesystem::path(a.classifier).filename().string();
+    f.num_classes = c->options().num_classes;
+    f.features = [c](const at::Tensor& x) { return classifier_apply(*c, x, true); };
+    f.probs = [c](const at::Tensor& x) { return at::softmax(classifier_apply(*c, x, false).to(at::kDouble), 1); };
+    f.check = [c](const at::Tensor& x, const std::string& what) {
+      const auto& o = c->options();
+      if (x.size(1) != o.in_channels || x.size(2) != o.image_size || x.size(3) != o.image_size)
+        throw InvalidArgument(what + " are " + std::to_string(x.size(1)) + "×" + std::to_string(x.size(2)) + "×" +
+                              std::to_string(x.size(3)) + "; the classifier takes " + std::to_string(o.in_channels) +
+                              "×" + std::to_string(o.image_size) + "×" + std::to_string(o.image_size));
+    };
+  } else {
+    auto net = load_fid_inception(a.inception);
+    f.name = "FID Inception (" + std::filesystem::path(a.inception).filename().string() + ")";
+    f.num_classes = 1008;
+    f.features = batched([net](const at::Tensor& x) { return net->features(x.to(at::kFloat)); });
+    f.probs = batched([net](const at::Tensor& x) {
+      return at::softmax(net->logits(net->features(x.to(at::kFloat))).to(at::kDouble), 1);
+    });
+    f.check = [](const at::Tensor& x, const std::string& what) {
+      if (x.size(1) != 1 && x.size(1) != 3) throw InvalidArgument(what + " must have 1 or 3 channels for Inception");
+    };
+  }
+  return f;
 }
 
-FeatureStats reference_stats(const QualityArgs& a, Classifier& c) {
-  const std::string desc = "features of '" + a.ref + "' by '" + std::filesystem::path(a.classifier).filename().string() + "'";
+FeatureStats reference_stats(const QualityArgs& a, FeatureNet& c) {
+  const std::string desc = "features of '" + a.ref + "' by '" + c.name + "'";
   if (!a.ref_cache.empty() && std::filesystem::exists(a.ref_cache)) {
     auto s = load_feature_stats(a.ref_cache);
     if (s.description != desc)
@@ -100,8 +143,8 @@ FeatureStats reference_stats(const QualityArgs& a, Classifier& c) {
     return s;
   }
   auto x = load_images(a.ref, 0);
-  check_fits(c, x, "the reference images");
-  auto s = feature_stats(classifier_apply(c, x, true));
+  c.check(x, "the reference images");
+  auto s = feature_stats(c.features(x));
   s.description = desc;
   if (!a.ref_cache.empty()) save_feature_stats(a.ref_cache, s);
   return s;
@@ -112,10 +155,10 @@ struct Scores {
   int64_t count;
 };
 
-Scores score(const QualityArgs& a, Classifier& c, const FeatureStats& ref, const at::Tensor& x) {
-  check_fits(c, x, "the samples");
-  auto feats = classifier_apply(c, x, true);
-  auto probs = at::softmax(classifier_apply(c, x, false).to(at::kDouble), 1);
+Scores score(const QualityArgs& a, FeatureNet& c, const FeatureStats& ref, const at::Tensor& x) {
+  c.check(x, "the samples");
+  auto feats = c.features(x);
+  auto probs = c.probs(x);
   auto [m, sd] = inception_score(probs, std::min<int64_t>(a.splits, x.size(0)));
   return {frechet_distance(feature_stats(feats), ref), m, sd, x.size(0)};
 }
@@ -124,9 +167,8 @@ void run_quality(QualityArgs& a, const std::string& what) {
   check_writable(a.ref_cache);
   if (a.num < 2) throw InvalidArgument("--num must be at least 2");
   if (a.model.empty() == a.samples.empty()) throw InvalidArgument("give --model (generate) or --samples (score images), one of them");
-  nlohmann::json meta;
-  auto cls = load_classifier(a.classifier, &meta);
-  auto ref = reference_stats(a, *cls);
+  auto cls = load_feature_net(a);
+  auto ref = reference_stats(a, cls);
   at::Tensor x;
   std::string source;
   double seconds = 0;
@@ -146,16 +188,16 @@ void run_quality(QualityArgs& a, const std::string& what) {
     x = load_images(a.samples, a.num);
     source = a.samples;
   }
-  auto s = score(a, *cls, ref, x);
+  auto s = score(a, cls, ref, x);
   nlohmann::json j = {{"fid", s.fid},      {"is", s.is_mean},     {"is_std", s.is_std}, {"count", s.count},
-                      {"reference", a.ref}, {"ref_count", ref.count}, {"source", source}, {"classifier", a.classifier}};
+                      {"reference", a.ref}, {"ref_count", ref.count}, {"source", source}, {"features", cls.name}};
   if (seconds > 0) j["seconds"] = seconds;
   if (a.json) {
     std::cout << j.dump() << "\n";
   } else if (what == "is") {
     std::printf("IS %.3f ± %.3f (%lld images of %s, %lld splits; at most %lld)\n", s.is_mean, s.is_std,
                 static_cast<long long>(s.count), source.c_str(), static_cast<long long>(a.splits),
-                static_cast<long long>(cls->options().num_classes));
+                static_cast<long long>(cls.num_classes));
   } else {
     std::printf("FID %.4f against %s (%lld images of %s; IS %.3f ± %.3f)\n", s.fid, a.ref.c_str(),
                 static_cast<long long>(s.count), source.c_str(), s.is_mean, s.is_std);
@@ -169,9 +211,8 @@ void run_sweep(QualityArgs& a) {
   if (a.model.empty()) throw InvalidArgument("sweep needs --model");
   auto counts = parse_int_list(a.steps_list, "--steps-list");
   auto samplers = split_list(a.sampler);
-  nlohmann::json meta;
-  auto cls = load_classifier(a.classifier, &meta);
-  auto ref = reference_stats(a, *cls);
+  auto cls = load_feature_net(a);
+  auto ref = reference_stats(a, cls);
   auto h = load_model_spec(a.model, a.diffusion);
   if (h.network) h.network->eval();
   int64_t total = 0;
@@ -191,7 +232,7 @@ void run_sweep(QualityArgs& a) {
       auto t0 = std::chrono::steady_clock::now();
       auto x = generate(a, h, samplers[k], steps, &bar, &done);
       const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      auto s = score(a, *cls, ref, x);
+      auto s = score(a, cls, ref, x);
       rows.push_back({{"sampler", samplers[k]}, {"steps", steps}, {"fid", s.fid}, {"is", s.is_mean}, {"seconds", sec}});
       csv << samplers[k] << "," << steps << "," << s.fid << "," << s.is_mean << "," << sec << "\n";
       ls.x.push_back(static_cast<double>(steps));
@@ -222,7 +263,9 @@ void run_sweep(QualityArgs& a) {
 }
 
 void add_common(CLI::App* c, QualityArgs& a) {
-  c->add_option("--classifier,-c", a.classifier, "feature network: a classifier from `ddpm classifier train`")->required();
+  c->add_option("--classifier,-c", a.classifier, "feature network: a classifier from `ddpm classifier train`");
+  c->add_option("--inception", a.inception,
+                "feature network: the FID Inception-v3 with these weights (safetensors; scripts/convert_inception.py)");
   c->add_option("--model,-m", a.model, "generate the samples from this model");
   a.diffusion.add(c, false);
   c->add_option("--ref", a.ref, "reference images: a data split (fashion-mnist, fashion-mnist:test, …) or .npy")
