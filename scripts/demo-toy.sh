@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quickstart command 1: installs the dependencies, builds, trains the MLP denoiser on the 8-Gaussian ring,
+# The toy demo: installs the dependencies, builds, trains the MLP denoiser on the 8-Gaussian ring (about a minute),
 # samples from it with DDPM and DDIM, and writes the plots to runs/8gaussians/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +15,3 @@ out=runs/8gaussians
 ./build/ddpm schedule --schedule linear,cosine --csv "$out/schedules.csv" --plot "$out/alpha_bar.png" \
   --plot-snr "$out/snr.png"
 echo "demo: plots in $out/ (samples.png: DDPM samples over the data)"
-if [ -f models/fashion-mnist.safetensors ]; then
-  # The shipped image model: one row per Fashion-MNIST class.
-  ./build/ddpm sample --model models/fashion-mnist.safetensors --sampler ddim --steps 50 --per-class --num 10 \
-    --seed 1 --plot runs/fashion-mnist-classes.png
-  echo "demo: runs/fashion-mnist-classes.png (one row per class, from models/fashion-mnist.safetensors)"
-fi

@@ -5,7 +5,7 @@ pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp
   libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev dataset-fashion-mnist
-  libgtest-dev libgmock-dev googletest libbenchmark-dev python3 python3-numpy python3-torch
+  libgtest-dev libgmock-dev googletest libbenchmark-dev python3 python3-numpy python3-torch python3-torchvision
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -151,6 +151,9 @@ void run_train(TrainArgs& a) {
                                {"seed", a.data_seed.value_or(0)},
                                {"labels", a.labels.value_or("")}};
   std::unique_ptr<Trainer> trainer;
+  // The command that started the run stays in the checkpoint; each --resume is appended to "resumed".
+  std::string first_command = command_line();
+  nlohmann::json resumed = nlohmann::json::array();
   TrainData data;
   const at::Device device = parse_device(a.device);
   if (a.resume) {
@@ -161,6 +164,9 @@ void run_train(TrainArgs& a) {
         throw ConfigMismatch(opt->get_name() + " is stored in '" + ckpt +
                              "'; --resume continues with it (drop the flag, or start a new run)");
     auto st = load_train_state(ckpt);
+    first_command = st.meta.value("command", first_command);
+    resumed = st.meta.value("resumed", nlohmann::json::array());
+    resumed.push_back(command_line());
     // Settings that define the run come from the checkpoint; a flag that contradicts them is refused.
     const auto& stored_net = st.meta.at("network");
     const auto stored_data = st.meta.value("data", data_meta);
@@ -271,7 +277,7 @@ void run_train(TrainArgs& a) {
     std::filesystem::remove(metrics_path);
   }
 
-  const nlohmann::json extra = {{"data", data_meta}, {"command", command_line()}};
+  const nlohmann::json extra = {{"data", data_meta}, {"command", first_command}, {"resumed", resumed}};
   auto save = [&] { save_checkpoint(ckpt, trainer->state(), extra); };
   std::ofstream metrics(metrics_path, std::ios::app);
   if (!metrics) throw IoError("cannot write '" + metrics_path + "'");
