@@ -12,26 +12,31 @@ import sys
 import torch
 
 
-def main(src, dst):
-    state = torch.load(src, map_location="cpu")
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    header, blobs, offset = {"__metadata__": {"source": src, "format": "torchvision Inception-v3 names"}}, [], 0
-    for name, t in state.items():
-        if name.endswith("num_batches_tracked") or name.startswith("AuxLogits"):
-            continue
+def write_safetensors(path, tensors, metadata=None):
+    """Writes {name: tensor} as float32 safetensors (the format's specification: 8-byte little-endian header size,
+    JSON header, raw little-endian data), header padded to 8 bytes."""
+    header, blobs, offset = ({"__metadata__": metadata} if metadata else {}), [], 0
+    for name, t in tensors.items():
         data = t.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
         header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
-    with open(dst, "wb") as f:
+    with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)))
         f.write(h)
         for b in blobs:
             f.write(b)
-    print(f"wrote {dst}: {len(blobs)} tensors")
+
+
+def main(src, dst):
+    state = torch.load(src, map_location="cpu")
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    kept = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") and not k.startswith("AuxLogits")}
+    write_safetensors(dst, kept, {"source": src, "format": "torchvision Inception-v3 names"})
+    print(f"wrote {dst}: {len(kept)} tensors")
 
 
 if __name__ == "__main__":

@@ -6,19 +6,20 @@
 Builds torchvision's Inception-v3 with 1008 logits and no auxiliary head, makes the changes FID implementations
 make to TensorFlow's graph (average pools that do not count padding in blocks A, C and E_1; a max pool in the pool
 branch of the last block E), gives every weight and batch-norm statistic random values, and writes:
-  inception.safetensors   the weights under torchvision's names (written here from the format's specification)
+  inception.safetensors   the weights under torchvision's names (scripts/convert_inception.py's writer)
   x.npy                   images [2, 3, 64, 64] in [-1, 1]
   features.npy, logits.npy  2048-d pool features and 1008 logits after a bilinear resize to 299×299
 """
-import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.models import inception as tv
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from convert_inception import write_safetensors  # noqa: E402  (ddpm's own writer, shared)
 
 
 class PoolA(tv.InceptionA):
@@ -58,23 +59,6 @@ class PoolE(tv.InceptionE):
         else:
             p = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
         return torch.cat([b1, t, d, self.branch_pool(p)], 1)
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        a = t.detach().cpu().contiguous().numpy().astype("<f4")
-        data = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def main(out):

@@ -18,7 +18,8 @@ namespace {
 
 /// Flags every generation command shares.
 struct GenArgs {
-  std::string model, sampler = "ddpm", out;
+  std::string model, out;
+  SamplerChoice sampler;
   std::optional<int64_t> steps, klass;
   uint64_t seed = 0;
   bool json = false;
@@ -28,7 +29,7 @@ struct GenArgs {
     out = default_out;
     c->add_option("--model,-m", model, "CHECKPOINT.safetensors of an image model")->required();
     diffusion.add(c, false);
-    c->add_option("--sampler", sampler, "ddpm (ancestral, every step) or ddim (η = 0, --steps)")->capture_default_str();
+    c->add_option("--sampler", sampler.name, "ddpm (ancestral, every step) or ddim (η = 0, --steps)")->capture_default_str();
     c->add_option("--steps", steps, "sampling steps over the whole process [T for ddpm, 50 for ddim]");
     c->add_option("--class", klass, "class label for a class-conditional model (default: the null label)");
     c->add_option("--seed", seed, "seed of every random draw")->capture_default_str();
@@ -38,15 +39,14 @@ struct GenArgs {
 
   /// The sampler's grid of original timesteps over the full process.
   std::vector<int64_t> grid(const ModelHandle& h) const {
-    if (sampler != "ddpm" && sampler != "ddim")
-      throw InvalidArgument("unknown sampler '" + sampler + "' (choose ddpm or ddim)");
+    sampler.check("ddpm,ddim");
     const int64_t T = h.diffusion.timesteps;
-    return respaced_timesteps(T, steps.value_or(sampler == "ddim" ? std::min<int64_t>(50, T) : T), "ddim");
+    return respaced_timesteps(T, steps.value_or(sampler.default_steps(T)), "ddim");
   }
 
   at::Tensor run(const GaussianDiffusion& d, const Denoiser& model, const at::Tensor& x, at::Generator& gen,
                  const SampleOptions& o) const {
-    return sampler == "ddpm" ? ddpm_sample(d, model, x, gen, o) : ddim_sample(d, model, x, 0.0, gen, o);
+    return sampler.run(d, model, x, gen, o);
   }
 };
 
@@ -109,7 +109,7 @@ void run_progressive(ProgressiveArgs& a) {
     }
     prev = x;
   };
-  Progress bar("progressive " + a.sampler + " " + std::to_string(steps) + " steps", steps);
+  Progress bar("progressive " + a.sampler.name + " " + std::to_string(steps) + " steps", steps);
   o.progress = [&](int64_t done, int64_t) { bar.update(done); };
   a.run(d, h.denoiser, x_T, gen, o);
   bar.finish();
@@ -119,7 +119,7 @@ void run_progressive(ProgressiveArgs& a) {
   std::vector<int64_t> ts;
   for (const auto& [i, k] : column) ts.push_back(kept[i] + 1);
   std::sort(ts.rbegin(), ts.rend());
-  nlohmann::json j = {{"rows", n}, {"columns_t", ts}, {"sampler", a.sampler}, {"steps", steps}, {"out", a.out}};
+  nlohmann::json j = {{"rows", n}, {"columns_t", ts}, {"sampler", a.sampler.name}, {"steps", steps}, {"out", a.out}};
   if (a.json) {
     std::cout << j.dump() << "\n";
   } else if (!global_options().quiet) {
@@ -186,7 +186,7 @@ void run_shared(SharedArgs& a) {
   for (auto& r : per_image)
     for (auto& row : r) rows.push_back(row);
   save_grid(a.out, at::cat(rows), K + 2);
-  nlohmann::json j = {{"images", B}, {"samples_per_latent", K}, {"sampler", a.sampler}, {"by_t", report}, {"out", a.out}};
+  nlohmann::json j = {{"images", B}, {"samples_per_latent", K}, {"sampler", a.sampler.name}, {"by_t", report}, {"out", a.out}};
   if (a.json) {
     std::cout << j.dump() << "\n";
   } else if (!global_options().quiet) {

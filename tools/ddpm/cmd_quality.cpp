@@ -43,11 +43,15 @@ struct QualityArgs {
 };
 
 /// Images from a model (generated), a .npy file, or an image data set.
-at::Tensor generate(const QualityArgs& a, const ModelHandle& h, const std::string& sampler, int64_t steps,
+at::Tensor generate(const QualityArgs& a, const ModelHandle& h, const std::string& name, int64_t steps,
                     Progress* bar, int64_t* done) {
   if (h.item_shape.size() != 3) throw InvalidArgument("FID and IS need an image model");
+  SamplerChoice sampler;
+  sampler.name = name;
+  sampler.eta = a.eta;
+  sampler.check("ddpm,ddim,dpm++");
   const int64_t T = h.diffusion.timesteps;
-  std::string spacing = sampler == "dpm++" ? (h.diffusion.schedule == "cosine" ? "trailing" : "logsnr") : "ddim";
+  const std::string spacing = sampler.default_spacing(h.diffusion);
   auto d = h.diffusion.make_respaced(respaced_timesteps(T, steps, spacing, h.diffusion.make().alphas_cumprod()));
   Denoiser model = h.denoiser;
   if (a.guidance != 0.0) {
@@ -67,15 +71,7 @@ at::Tensor generate(const QualityArgs& a, const ModelHandle& h, const std::strin
       o.y = (at::arange(i, i + n, at::TensorOptions().dtype(at::kLong)) % h.num_classes);
     const int64_t base = *done;
     o.progress = [&](int64_t s, int64_t) { bar->update(base + s); };
-    at::Tensor x;
-    if (sampler == "ddpm")
-      x = ddpm_sample(d, model, x_T, gen, o);
-    else if (sampler == "ddim")
-      x = ddim_sample(d, model, x_T, a.eta, gen, o);
-    else if (sampler == "dpm++")
-      x = dpm_solver_sample(d, model, x_T, 2, o);
-    else
-      throw InvalidArgument("unknown sampler '" + sampler + "' (choose ddpm, ddim or dpm++)");
+    auto x = sampler.run(d, model, x_T, gen, o);
     *done += steps;
     parts.push_back(x.clamp(-1, 1));
   }
@@ -176,7 +172,9 @@ void run_quality(QualityArgs& a, const std::string& what) {
   if (!a.model.empty()) {
     auto h = load_model_spec(a.model, a.diffusion);
     if (h.network) h.network->eval();
-    steps = a.steps.value_or(a.sampler == "ddpm" ? h.diffusion.timesteps : a.sampler == "dpm++" ? 20 : 50);
+    SamplerChoice choice;
+    choice.name = a.sampler;
+    steps = a.steps.value_or(choice.default_steps(h.diffusion.timesteps));
     Progress bar("generate " + a.sampler + " " + std::to_string(steps) + " steps", (a.num + a.batch - 1) / a.batch * steps);
     int64_t done = 0;
     auto t0 = std::chrono::steady_clock::now();

@@ -16,11 +16,10 @@ namespace ddpm::cli {
 namespace {
 
 struct SampleArgs {
-  std::string model, sampler = "ddpm", spacing, init, out_npy, plot, json_path;
+  std::string model, spacing, init, out_npy, plot, json_path;
+  SamplerChoice sampler;
   std::optional<int64_t> steps;
-  double eta = 0.0, guidance = 0.0, langevin_scale = LangevinOptions{}.step_scale;
-  int64_t langevin_steps = LangevinOptions{}.steps_per_level;
-  int order = 2;
+  double guidance = 0.0;
   std::optional<double> guidance_scale;
   std::optional<int64_t> klass;
   int64_t num = 1000;
@@ -31,9 +30,8 @@ struct SampleArgs {
 };
 
 void run_sample(SampleArgs& a) {
-  if (a.sampler != "ddpm" && a.sampler != "ddim" && a.sampler != "dpm++" && a.sampler != "langevin")
-    throw InvalidArgument("unknown sampler '" + a.sampler + "' (choose ddpm, ddim, dpm++ or langevin)");
-  if (!(a.eta >= 0)) throw InvalidArgument("--eta must be ≥ 0 (got " + std::to_string(a.eta) + ")");
+  a.sampler.check("ddpm,ddim,dpm++,langevin");
+  if (!(a.sampler.eta >= 0)) throw InvalidArgument("--eta must be ≥ 0 (got " + std::to_string(a.sampler.eta) + ")");
   if (a.num < 1) throw InvalidArgument("--num must be at least 1");
   check_writable(a.out_npy);
   check_writable(a.plot);
@@ -41,13 +39,8 @@ void run_sample(SampleArgs& a) {
   auto h = load_model_spec(a.model, a.diffusion);
   const bool images = h.item_shape.size() == 3;
   const int64_t T = h.diffusion.timesteps;
-  const int64_t default_steps = a.sampler == "ddim" ? 50 : a.sampler == "dpm++" ? 20 : a.sampler == "langevin" ? 100 : T;
-  const int64_t steps = a.steps.value_or(std::min<int64_t>(default_steps, T));
-  // DPM-Solver++ and Langevin default to steps even in log-SNR (DPM-Solver's choice for small images); on the cosine
-  // schedule, whose ᾱ_T is nearly 0, that grid crowds the noisy end, and "trailing" measured better (docs/RESULTS.md).
-  if (a.spacing.empty())
-    a.spacing = (a.sampler == "dpm++" || a.sampler == "langevin") ? (h.diffusion.schedule == "cosine" ? "trailing" : "logsnr")
-                                                                  : "ddim";
+  const int64_t steps = a.steps.value_or(a.sampler.default_steps(T));
+  if (a.spacing.empty()) a.spacing = a.sampler.default_spacing(h.diffusion);
   auto kept = respaced_timesteps(T, steps, a.spacing, h.diffusion.make().alphas_cumprod());
   auto diffusion = h.diffusion.make_respaced(kept);
 
@@ -91,19 +84,11 @@ void run_sample(SampleArgs& a) {
     x_T = at::randn(shape, gen);
   }
 
-  const int64_t calls = a.sampler == "langevin" ? steps * a.langevin_steps : steps;
-  Progress bar("sample " + a.sampler + " " + std::to_string(steps) + " steps", calls);
+  Progress bar("sample " + a.sampler.name + " " + std::to_string(steps) + " steps", a.sampler.calls(steps));
   opts.progress = [&](int64_t done, int64_t) { bar.update(done); };
   at::Tensor x;
   if (h.network) h.network->eval();
-  if (a.sampler == "ddpm")
-    x = ddpm_sample(diffusion, model, x_T, gen, opts);
-  else if (a.sampler == "ddim")
-    x = ddim_sample(diffusion, model, x_T, a.eta, gen, opts);
-  else if (a.sampler == "dpm++")
-    x = dpm_solver_sample(diffusion, model, x_T, a.order, opts);
-  else
-    x = langevin_sample(diffusion, model, x_T, gen, LangevinOptions{a.langevin_steps, a.langevin_scale, true}, opts);
+  x = a.sampler.run(diffusion, model, x_T, gen, opts);
   bar.finish();
 
   if (!a.out_npy.empty()) write_npy(a.out_npy, x);
@@ -134,7 +119,7 @@ void run_sample(SampleArgs& a) {
     layers.push_back({std::vector<float>(s.data_ptr<float>(), s.data_ptr<float>() + s.numel()), palette(3), 0.5f, 1.8f,
                       "samples"});
     PlotOptions po;
-    po.title = a.sampler + " " + std::to_string(steps) + " steps" + (a.klass ? ", class " + std::to_string(*a.klass) : "") +
+    po.title = a.sampler.name + " " + std::to_string(steps) + " steps" + (a.klass ? ", class " + std::to_string(*a.klass) : "") +
                (a.guidance != 0 ? ", w " + std::to_string(a.guidance).substr(0, 4) : "");
     po.xlabel = "x1";
     po.ylabel = "x2";
@@ -143,9 +128,9 @@ void run_sample(SampleArgs& a) {
   auto flat = x.to(at::kDouble).reshape({x.size(0), -1});
   auto mean = flat.mean(0), std = flat.std(0);
   nlohmann::json j = {{"num", x.size(0)},
-                      {"sampler", a.sampler},
+                      {"sampler", a.sampler.name},
                       {"steps", steps},
-                      {"eta", a.eta},
+                      {"eta", a.sampler.eta},
                       {"mean", std::vector<double>(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel())},
                       {"std", std::vector<double>(std.data_ptr<double>(), std.data_ptr<double>() + std.numel())}};
   if (a.json) std::cout << j.dump() << "\n";
@@ -166,7 +151,7 @@ void register_sample(CLI::App& app) {
                 "CHECKPOINT.safetensors, gaussian:mean=M,std=S,dim=D, gmm:FILE.json or gmm:8gaussians")
       ->required();
   a->diffusion.add(c, false);
-  c->add_option("--sampler", a->sampler,
+  c->add_option("--sampler", a->sampler.name,
                 "ddpm (ancestral), ddim, dpm++ (DPM-Solver++, multistep) or langevin (annealed Langevin dynamics)")
       ->capture_default_str();
   c->add_option("--steps", a->steps,
@@ -174,10 +159,10 @@ void register_sample(CLI::App& app) {
   c->add_option("--spacing", a->spacing,
                 "which steps: ddim, even, quadratic, logsnr, linspace, leading, trailing [dpm++ and langevin: logsnr "
                 "(trailing on the cosine schedule); ddim otherwise]");
-  c->add_option("--order", a->order, "DPM-Solver++ order: 2 (2M) or 1 (= DDIM)")->capture_default_str();
-  c->add_option("--langevin-steps", a->langevin_steps, "Langevin steps per noise level")->capture_default_str();
-  c->add_option("--langevin-scale", a->langevin_scale, "Langevin step δ: α_t = δ (1-ᾱ_t)/ᾱ_t")->capture_default_str();
-  c->add_option("--eta", a->eta, "DDIM stochasticity η ≥ 0 (0 deterministic, 1 ≈ DDPM)")->capture_default_str();
+  c->add_option("--order", a->sampler.order, "DPM-Solver++ order: 2 (2M) or 1 (= DDIM)")->capture_default_str();
+  c->add_option("--langevin-steps", a->sampler.langevin.steps_per_level, "Langevin steps per noise level")->capture_default_str();
+  c->add_option("--langevin-scale", a->sampler.langevin.step_scale, "Langevin step δ: α_t = δ (1-ᾱ_t)/ᾱ_t")->capture_default_str();
+  c->add_option("--eta", a->sampler.eta, "DDIM stochasticity η ≥ 0 (0 deterministic, 1 ≈ DDPM)")->capture_default_str();
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
   c->add_option("--guidance-scale", a->guidance_scale, "the same as a scale s = 1 + w (diffusers' guidance_scale)")
       ->excludes("--guidance");

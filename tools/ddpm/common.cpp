@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -385,6 +386,34 @@ at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64
   if (data_labels.defined() && data_labels.numel() == n && data_labels.max().item<int64_t>() < h.num_classes)
     return data_labels.to(at::kLong);
   return at::full({n}, h.null_label, opt);
+}
+
+void SamplerChoice::check(const std::string& allowed) const {
+  const auto names = split_list(allowed);
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    std::string list;
+    for (size_t i = 0; i < names.size(); ++i) list += (i ? (i + 1 == names.size() ? " or " : ", ") : "") + names[i];
+    throw InvalidArgument("unknown sampler '" + name + "' (choose " + list + ")");
+  }
+}
+
+int64_t SamplerChoice::default_steps(int64_t T) const {
+  const int64_t n = name == "ddim" ? 50 : name == "dpm++" ? 20 : name == "langevin" ? 100 : T;
+  return std::min(n, T);
+}
+
+std::string SamplerChoice::default_spacing(const DiffusionConfig& d) const {
+  if (name == "dpm++" || name == "langevin") return d.schedule == "cosine" ? "trailing" : "logsnr";
+  return "ddim";
+}
+
+at::Tensor SamplerChoice::run(const GaussianDiffusion& d, const Denoiser& model, const at::Tensor& x_T,
+                              at::Generator& gen, const SampleOptions& o) const {
+  if (name == "ddpm") return ddpm_sample(d, model, x_T, gen, o);
+  if (name == "ddim") return ddim_sample(d, model, x_T, eta, gen, o);
+  if (name == "dpm++") return dpm_solver_sample(d, model, x_T, order, o);
+  if (name == "langevin") return langevin_sample(d, model, x_T, gen, langevin, o);
+  throw InvalidArgument("unknown sampler '" + name + "' (choose ddpm, ddim, dpm++ or langevin)");
 }
 
 void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol) {

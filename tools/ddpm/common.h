@@ -13,6 +13,7 @@
 #include "ddpm/data/points.h"
 #include "ddpm/diffusion.h"
 #include "ddpm/io/plot.h"
+#include "ddpm/samplers.h"
 #include "ddpm/models/network.h"
 #include "ddpm/train/config.h"
 
@@ -120,6 +121,25 @@ ImageBatch load_input_images(const ModelHandle& h, const std::string& files, con
 /// null label (unconditional, for models trained with label dropout). Undefined for unconditional models.
 at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64_t>& klass,
                       const at::Tensor& data_labels = {});
+
+/// The samplers the CLI names: "ddpm", "ddim", "dpm++" (2M) and "langevin".
+struct SamplerChoice {
+  std::string name = "ddpm";
+  double eta = 0.0;                ///< DDIM
+  int order = 2;                   ///< DPM-Solver++
+  LangevinOptions langevin;        ///< Langevin
+  /// Throws InvalidArgument unless `name` is one of `allowed` (comma-separated).
+  void check(const std::string& allowed) const;
+  /// Steps when --steps is not given: T for ddpm, 50 for ddim, 20 for dpm++, 100 noise levels for langevin (≤ T).
+  int64_t default_steps(int64_t T) const;
+  /// Spacing when --spacing is not given: log-SNR for dpm++ and langevin ("trailing" on the cosine schedule, whose
+  /// ᾱ_T is nearly 0 and where log-SNR steps crowd the noisy end; docs/RESULTS.md), "ddim" otherwise.
+  std::string default_spacing(const DiffusionConfig& d) const;
+  /// Model calls the run makes (for progress bars).
+  int64_t calls(int64_t steps) const { return name == "langevin" ? steps * langevin.steps_per_level : steps; }
+  at::Tensor run(const GaussianDiffusion& d, const Denoiser& model, const at::Tensor& x_T, at::Generator& gen,
+                 const SampleOptions& o) const;
+};
 
 /// save_image_grid with the --zoom of the command line.
 void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol);
