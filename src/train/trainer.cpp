@@ -18,7 +18,7 @@ double mean_or_nan(const at::Tensor& t) {
 }  // namespace
 
 Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainConfig config, at::Tensor data,
-                 at::Tensor labels, Decoder decoder, at::Device device)
+                 at::Tensor labels, Decoder decoder, at::Device device, std::shared_ptr<Communicator> comm)
     : net_(std::move(net)),
       dcfg_(std::move(diffusion)),
       config_(config),
@@ -29,7 +29,8 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
       labels_(std::move(labels)),
       num_classes_(net_->num_classes()),
       gen_(compat::make_cpu_generator(config.seed)),
-      device_(device) {
+      device_(device),
+      comm_(comm && comm->world_size() > 1 ? std::move(comm) : nullptr) {
   config_.validate();
   if (!data_.defined() || data_.size(0) < 1) throw InvalidArgument("the training data set is empty");
   if ((net_->output_factor() == 2) != learns_variance(diffusion_.var_type()))
@@ -40,10 +41,18 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
   if (labels_.defined() && num_classes_ > 0 && labels_.max().item<int64_t>() >= num_classes_)
     throw InvalidArgument("labels exceed the network's " + std::to_string(num_classes_) + " classes");
   timesteps_ = make_timestep_sampler(dcfg_.timestep_sampler, diffusion_.num_timesteps());
+  adaptive_timesteps_ = timesteps_->state().defined();
   net_->to(device_);
   for (const auto& kv : net_->named_parameters()) {
     names_.push_back(kv.key());
     params_.push_back(kv.value());
+  }
+  if (comm_) {
+    // Every rank starts from rank 0's weights (buffers too, should a network have any).
+    at::NoGradGuard g;
+    std::vector<at::Tensor> all(params_.begin(), params_.end());
+    for (const auto& b : net_->buffers()) all.push_back(b);
+    comm_->broadcast(all, 0);
   }
   ema_ = make_network(net_->config());
   ema_->to(device_);
@@ -59,13 +68,15 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
   }
   ema_->eval();
   loader_ = std::make_unique<BatchLoader>(data_, num_classes_ > 0 ? labels_ : at::Tensor(), config_.batch, config_.seed,
-                                          config_.random_flip);
+                                          config_.random_flip, rank(), world_size());
   adam_ = std::make_unique<Adam>(params_, config_.adam_beta1, config_.adam_beta2, config_.adam_eps);
 }
 
 StepStats Trainer::step() {
   net_->train();
-  const int64_t B = config_.batch;
+  // The random numbers of the global batch come from the shared generator; this rank uses rows [lo, lo + B).
+  const int64_t B = config_.batch, G = global_batch(), lo = rank() * B;
+  auto mine = [&](const at::Tensor& t) { return G == B ? t : t.slice(0, lo, lo + B); };
   auto batch = loader_->get(step_);
   auto x0 = batch.x;
   at::Tensor y;
@@ -73,21 +84,36 @@ StepStats Trainer::step() {
     y = batch.labels;
     if (config_.label_dropout > 0) {
       // Classifier-free guidance training: drop labels to the null label with probability p_uncond.
-      auto drop = at::rand({B}, gen_) < config_.label_dropout;
-      y = y.masked_fill(drop, num_classes_);
+      auto drop = at::rand({G}, gen_) < config_.label_dropout;
+      y = y.masked_fill(mine(drop), num_classes_);
     }
   }
-  auto draw = timesteps_->sample(B, gen_);
-  auto noise = at::randn(x0.sizes(), gen_, x0.options()).to(device_);
+  auto draw = timesteps_->sample(G, gen_);
+  auto noise_shape = x0.sizes().vec();
+  noise_shape[0] = G;
+  auto noise = mine(at::randn(noise_shape, gen_, x0.options())).to(device_);
   x0 = x0.to(device_);
   if (y.defined()) y = y.to(device_);
-  auto t = draw.t.to(device_);
+  auto t = mine(draw.t).to(device_);
   auto losses = training_losses(diffusion_, as_denoiser(net_), x0, t, y, noise, loss_type_, decoder_);
-  timesteps_->update(draw.t, losses.loss);
-  auto loss = (losses.loss * draw.weights.to(device_)).mean();
+  if (comm_ && adaptive_timesteps_) {
+    // An adaptive sampler must see the losses of the whole global batch, on every rank alike.
+    auto all = at::zeros({G}, losses.loss.options().device(at::kCPU));
+    all.slice(0, lo, lo + B).copy_(losses.loss.detach());
+    comm_->allreduce_sum({all});
+    timesteps_->update(draw.t, all);
+  } else {
+    timesteps_->update(draw.t, losses.loss);
+  }
+  auto loss = (losses.loss * mine(draw.weights).to(device_)).mean();
 
   for (auto& p : params_) p.mutable_grad() = at::Tensor();
   loss.backward();
+  if (comm_) {
+    std::vector<at::Tensor> grads;
+    for (auto& p : params_) grads.push_back(p.grad());
+    allreduce_mean(*comm_, grads);
+  }
   double gnorm = 0;
   if (config_.grad_clip > 0) {
     gnorm = torch::nn::utils::clip_grad_norm_(params_, config_.grad_clip);
@@ -114,6 +140,15 @@ StepStats Trainer::step() {
   s.loss = loss.item<double>();
   s.mse = mean_or_nan(losses.mse);
   s.vb = mean_or_nan(losses.vb);
+  if (comm_) {
+    // Report the global batch's means.
+    auto v = at::tensor(std::vector<double>{s.loss, s.mse, s.vb}, at::TensorOptions().dtype(at::kDouble));
+    comm_->allreduce_sum({v});
+    v.div_(world_size());
+    s.loss = v[0].item<double>();
+    s.mse = v[1].item<double>();
+    s.vb = v[2].item<double>();
+  }
   s.grad_norm = gnorm;
   s.lr = lr;
   return s;

@@ -17,6 +17,7 @@
 #include "ddpm/models/mlp.h"
 #include "ddpm/models/unet.h"
 #include "ddpm/samplers.h"
+#include "ddpm/train/distributed.h"
 #include "ddpm/train/trainer.h"
 
 #include <torch/utils.h>
@@ -41,6 +42,7 @@ struct TrainArgs {
   std::string preset, device = "cpu";
   int64_t sample_every = 0;
   int64_t checkpoint_every = 1000, log_every = 100;
+  double dist_timeout = 300;
   DiffusionFlags diffusion;
   TrainConfig train = [] {
     TrainConfig t;
@@ -142,6 +144,17 @@ std::string fmt(double v) {
 }
 
 void run_train(TrainArgs& a) {
+  // Data-parallel when launched with WORLD_SIZE > 1 (ddpm launch, torchrun, Slurm): join the others first, so a
+  // bad rendezvous fails before any work.
+  const DistributedEnv env = distributed_env_from_environment();
+  std::shared_ptr<Communicator> comm;
+  if (env.enabled()) {
+    if (a.describe) throw InvalidArgument("--describe runs in one process; start it without WORLD_SIZE");
+    CommunicatorOptions co;
+    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000));
+    comm = connect_communicator(env, co);
+  }
+  const bool root = env.rank == 0;
   ensure_directory(a.out);
   const std::string ckpt = a.out + "/checkpoint.safetensors";
   const std::string metrics_path = a.out + "/metrics.jsonl";
@@ -199,7 +212,7 @@ void run_train(TrainArgs& a) {
     data = load_training_data(data_meta);
     const auto decoder = parse_decoder(st.meta.value("decoder", std::string("continuous")));
     trainer = std::make_unique<Trainer>(net, dcfg, tcfg, data.x, net->num_classes() ? data.labels : at::Tensor(),
-                                        decoder, device);
+                                        decoder, device, comm);
     trainer->load_state(st);
   } else {
     std::optional<Preset> preset;
@@ -273,25 +286,37 @@ void run_train(TrainArgs& a) {
       return;
     }
     trainer = std::make_unique<Trainer>(net, dcfg, a.train, data.x, a.conditional ? data.labels : at::Tensor(),
-                                        data.images ? Decoder::discrete : Decoder::continuous, device);
-    std::filesystem::remove(metrics_path);
+                                        data.images ? Decoder::discrete : Decoder::continuous, device, comm);
+    if (root) std::filesystem::remove(metrics_path);
   }
+  // Dropout draws from the global generator: give each rank its own stream.
+  if (env.rank > 0) torch::manual_seed(trainer->config().seed * 1000003ULL + static_cast<uint64_t>(env.rank));
 
   const nlohmann::json extra = {{"data", data_meta}, {"command", first_command}, {"resumed", resumed}};
-  auto save = [&] { save_checkpoint(ckpt, trainer->state(), extra); };
-  std::ofstream metrics(metrics_path, std::ios::app);
-  if (!metrics) throw IoError("cannot write '" + metrics_path + "'");
+  // Every rank holds the same weights; rank 0 alone writes checkpoints, metrics and sample grids.
+  auto save = [&] {
+    if (root) save_checkpoint(ckpt, trainer->state(), extra);
+  };
+  std::ofstream metrics;
+  if (root) {
+    metrics.open(metrics_path, std::ios::app);
+    if (!metrics) throw IoError("cannot write '" + metrics_path + "'");
+  }
 
   g_interrupted = false;
   auto old_int = std::signal(SIGINT, on_signal);
   auto old_term = std::signal(SIGTERM, on_signal);
   const int64_t start = trainer->steps_done(), total = trainer->config().steps;
-  if (!global_options().quiet)
+  const bool show = root && !global_options().quiet;
+  const int64_t batch = trainer->global_batch();
+  if (show)
     std::cerr << (a.resume ? "resuming at step " + std::to_string(start) + " of " : "training ") << total
               << " steps: " << trainer->network()->num_parameters() << " parameters, " << data.x.size(0)
-              << (data.images ? " images, batch " : " points, batch ") << trainer->config().batch << ", out " << a.out
-              << "\n";
-  const int64_t batch = trainer->config().batch;
+              << (data.images ? " images, batch " : " points, batch ") << batch
+              << (env.enabled() ? " (" + std::to_string(trainer->config().batch) + " on each of " +
+                                      std::to_string(env.world_size) + " processes)"
+                                : std::string())
+              << ", out " << a.out << "\n";
   auto write_grid = [&] {
     const std::string path = a.out + "/samples_" + std::to_string(trainer->steps_done()) + ".png";
     auto net = trainer->ema_network();
@@ -312,23 +337,48 @@ void run_train(TrainArgs& a) {
     auto x = ddim_sample(diffusion, as_denoiser(net), at::randn(shape, g).to(device), 0.0, g, so);
     save_grid(path, x, per);
   };
-  Progress bar("train", total - start);
+  Progress bar("train", total - start, show);
   auto t0 = std::chrono::steady_clock::now();
   double loss_avg = NAN;
+  // A signal to any rank stops every rank at the same step.
+  auto stop_requested = [&] {
+    if (!comm) return static_cast<bool>(g_interrupted);
+    auto f = at::full({1}, g_interrupted ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble));
+    comm->allreduce_sum({f});
+    return f.item<double>() > 0;
+  };
+  auto lost_contact = [&](const DistributedError& e) {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
+    return DistributedError(std::string(e.what()) + "; the last checkpoint is '" + ckpt +
+                            "' (continue with --resume)");
+  };
   while (!trainer->finished()) {
-    if (g_interrupted) {
+    bool stop = false;
+    try {
+      stop = stop_requested();
+    } catch (const DistributedError& e) {
+      throw lost_contact(e);
+    }
+    if (stop) {
       save();
       std::signal(SIGINT, old_int);
       std::signal(SIGTERM, old_term);
+      if (!root) return;  // rank 0 reports it
       throw Error("interrupted at step " + std::to_string(trainer->steps_done()) + "; checkpoint saved to '" + ckpt +
                   "' (continue with --resume)");
     }
-    auto s = trainer->step();
+    StepStats s;
+    try {
+      s = trainer->step();
+    } catch (const DistributedError& e) {
+      throw lost_contact(e);
+    }
     loss_avg = std::isnan(loss_avg) ? s.loss : 0.98 * loss_avg + 0.02 * s.loss;
     const double el_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     bar.update(s.step - start, "loss " + fmt(loss_avg) +
                                    (data.images ? "  " + fmt((s.step - start) * batch / std::max(el_s, 1e-9)) + " img/s" : ""));
-    if (s.step % a.log_every == 0 || trainer->finished()) {
+    if (root && (s.step % a.log_every == 0 || trainer->finished())) {
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       nlohmann::json j = {{"step", s.step}, {"loss", s.loss}, {"grad_norm", s.grad_norm}, {"lr", s.lr},
                           {"it_per_s", el > 0 ? (s.step - start) / el : 0.0}};
@@ -337,12 +387,12 @@ void run_train(TrainArgs& a) {
       metrics << j.dump() << "\n" << std::flush;
     }
     if (s.step % a.checkpoint_every == 0 || trainer->finished()) save();
-    if (data.images && a.sample_every > 0 && (s.step % a.sample_every == 0 || trainer->finished())) write_grid();
+    if (root && data.images && a.sample_every > 0 && (s.step % a.sample_every == 0 || trainer->finished())) write_grid();
   }
   bar.finish("loss " + fmt(loss_avg));
   std::signal(SIGINT, old_int);
   std::signal(SIGTERM, old_term);
-  if (!global_options().quiet) std::cerr << "checkpoint: " << ckpt << "\n";
+  if (show) std::cerr << "checkpoint: " << ckpt << "\n";
 }
 
 }  // namespace
@@ -390,6 +440,13 @@ void register_train(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   c->add_option("--log-every", a->log_every, "steps between metrics lines")->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_option("--dist-timeout", a->dist_timeout,
+                "data-parallel runs (WORLD_SIZE > 1): seconds to wait for the other processes at start-up and in "
+                "each collective before stopping with an error")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->footer("Data-parallel: run it under `ddpm launch --nproc N -- train ...`, torchrun, or any launcher that sets "
+            "RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; --batch is per process.");
   c->callback([a] { run_train(*a); });
 }
 

@@ -83,6 +83,11 @@ class Progress {
 /// "1:23" / "1:02:03".
 std::string format_duration(double seconds);
 
+/// Thrown by a command that has already reported its failure (ddpm launch, passing on a child's exit code).
+struct SilentExit {
+  int code;
+};
+
 /// Global options every command honours.
 struct GlobalOptions {
   int threads = 0;

@@ -2,11 +2,13 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
 #include "commands.h"
 #include "common.h"
+#include "ddpm/compat.h"
 #include "ddpm/errors.h"
 
 namespace ddpm::cli {
@@ -20,10 +22,27 @@ namespace {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
+/// In a data-parallel job every rank may report an error; all but rank 0 say which they are.
+std::string error_prefix() {
+  const char* r = std::getenv("RANK");
+  const char* w = std::getenv("WORLD_SIZE");
+  if (r == nullptr || w == nullptr || std::string(w) == "1" || std::string(r) == "0") return "ddpm: error: ";
+  return "ddpm: error: [rank " + std::string(r) + "] ";
+}
+
+/// Processes started together on one machine (LOCAL_WORLD_SIZE, as torchrun and ddpm launch set it) share its cores.
+int default_threads() {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const char* l = std::getenv("LOCAL_WORLD_SIZE");
+  const int local = l != nullptr ? std::atoi(l) : 1;
+  return std::max(1, local > 1 ? cores / local : cores);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace ddpm::cli;
+  ddpm::compat::quiet_torch_logging();
   for (int i = 0; i < argc; ++i) command_line() += (i ? " " : "") + std::string(argv[i]);
   command_line().replace(0, std::string(argv[0]).size(), "ddpm");
 
@@ -31,7 +50,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // --threads and --quiet work before or after the subcommand
   auto& g = global_options();
-  app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", g.threads, "CPU threads (default: all cores, shared among LOCAL_WORLD_SIZE processes)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet,-q", g.quiet, "no progress display");
   app.add_option("--zoom", g.zoom, "image grids: screen pixels per image pixel (0 = automatic: 3 for images up to 32 px, 2 up to 64, else 1)")->check(CLI::Range(0, 16))->capture_default_str();
   app.set_version_flag("--version", "ddpm 0.1.0");
@@ -45,24 +64,27 @@ int main(int argc, char** argv) {
   register_export(app);
   register_classifier(app);
   register_quality(app);
+  register_launch(app);
   app.parse_complete_callback([&] {
-    const int n = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int n = g.threads > 0 ? g.threads : default_threads();
     at::set_num_threads(n);
   });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::cerr << "ddpm: error: " << first_line(e.what()) << " (see ddpm --help)\n";
+    std::cerr << error_prefix() << first_line(e.what()) << " (see ddpm --help)\n";
     return e.get_exit_code();
+  } catch (const SilentExit& e) {
+    return e.code;
   } catch (const ddpm::Error& e) {
-    std::cerr << "ddpm: error: " << first_line(e.what()) << "\n";
+    std::cerr << error_prefix() << first_line(e.what()) << "\n";
     return 1;
   } catch (const c10::Error& e) {
-    std::cerr << "ddpm: error: " << first_line(e.what_without_backtrace()) << "\n";
+    std::cerr << error_prefix() << first_line(e.what_without_backtrace()) << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "ddpm: error: " << first_line(e.what()) << "\n";
+    std::cerr << error_prefix() << first_line(e.what()) << "\n";
     return 1;
   }
   return 0;

@@ -15,6 +15,7 @@
 #include "ddpm/timestep_sampler.h"
 #include "ddpm/train/adam.h"
 #include "ddpm/train/config.h"
+#include "ddpm/train/distributed.h"
 #include "ddpm/train/loader.h"
 
 namespace ddpm {
@@ -38,8 +39,15 @@ class Trainer {
  public:
   /// data: [N, ...] float32 (kept on the CPU); labels: [N] int64 or undefined. The network is moved to `device` and
   /// trained in place; an EMA copy is kept. Noise is drawn on the CPU, so a seed gives the same run on any device.
+  ///
+  /// With a communicator of W > 1 ranks the training is data-parallel: rank 0's initial weights are broadcast,
+  /// config.batch is the per-rank batch, every rank draws the random numbers of the whole global batch (labels
+  /// dropped, timesteps, noise) from the shared seed and uses its slice, the timestep sampler sees every rank's
+  /// losses, and gradients are averaged before clipping — so W ranks take the steps one process would take with a
+  /// batch W× as large, and every rank holds identical weights.
   Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainConfig config, at::Tensor data,
-          at::Tensor labels, Decoder decoder = Decoder::continuous, at::Device device = at::kCPU);
+          at::Tensor labels, Decoder decoder = Decoder::continuous, at::Device device = at::kCPU,
+          std::shared_ptr<Communicator> comm = nullptr);
 
   /// One optimisation step on the next batch.
   StepStats step();
@@ -51,6 +59,10 @@ class Trainer {
   const GaussianDiffusion& diffusion() const { return diffusion_; }
   const DiffusionConfig& diffusion_config() const { return dcfg_; }
   const TrainConfig& config() const { return config_; }
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  int world_size() const { return comm_ ? comm_->world_size() : 1; }
+  /// Images (or points) per step over all ranks.
+  int64_t global_batch() const { return config_.batch * world_size(); }
   /// Lets a resumed run train longer than first planned.
   void set_total_steps(int64_t steps) { config_.steps = steps; }
 
@@ -68,12 +80,14 @@ class Trainer {
   at::Tensor data_, labels_;
   int64_t num_classes_;
   std::unique_ptr<TimestepSampler> timesteps_;
+  bool adaptive_timesteps_ = false;
   std::unique_ptr<Adam> adam_;
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_, ema_params_;
   at::Generator gen_;
   at::Device device_;
   std::unique_ptr<BatchLoader> loader_;
+  std::shared_ptr<Communicator> comm_;
   int64_t step_ = 0;
 };
 
