@@ -3,6 +3,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/models/embedding.h"
 #include "ddpm/models/unet.h"
+#include "ddpm/models/unet_cost.h"
 #include "support.h"
 
 #include <torch/utils.h>
@@ -78,4 +79,56 @@ TEST(UNet, FashionPresetScale) {
   UNet net(small());
   EXPECT_GT(net.num_parameters(), 1500000);
   EXPECT_LT(net.num_parameters(), 1800000);
+}
+
+TEST(UNetCost, ParameterCountOfTheStructuralWalkMatchesTheModule) {
+  // The cost model walks the architecture on its own; its parameter count must equal the module's.
+  std::vector<ddpm::UNetOptions> configs(4);
+  configs[1].in_channels = 1;
+  configs[1].image_size = 32;
+  configs[1].base_channels = 32;
+  configs[1].channel_mult = {1, 2, 2};
+  configs[1].num_classes = 10;
+  configs[2] = configs[1];
+  configs[2].image_size = 28;
+  configs[2].learn_sigma = true;
+  configs[3].base_channels = 64;
+  configs[3].num_res_blocks = 3;
+  configs[3].attention_resolutions = {16, 8};
+  configs[3].image_size = 64;
+  configs[3].channel_mult = {1, 2, 3, 4};
+  for (const auto& o : configs) {
+    ddpm::UNet net(o);
+    auto cost = ddpm::unet_cost(o, o.image_size);
+    EXPECT_EQ(cost.parameters, net.num_parameters()) << o.to_json().dump();
+    EXPECT_GT(cost.total_flops(), 0);
+  }
+  EXPECT_EQ(ddpm::unet_cost(configs[0], 32).parameters, 35746307);
+}
+
+TEST(UNetCost, FlopsOfATinyNetworkByHand) {
+  // One level, one res block, 4 channels, 8×8 grey images: every layer written out.
+  ddpm::UNetOptions o;
+  o.in_channels = 1;
+  o.image_size = 8;
+  o.base_channels = 4;
+  o.channel_mult = {1};
+  o.num_res_blocks = 1;
+  o.attention_resolutions = {};
+  o.groups = 2;
+  const double px = 64, temb = 16;
+  auto conv = [&](double in, double out, double k) { return 2 * in * out * k * k * px; };
+  const double res44 = 2 * conv(4, 4, 3);
+  const double res84 = conv(8, 4, 3) + conv(4, 4, 3) + conv(8, 4, 1);
+  const double convs = conv(1, 4, 3) + res44                      // conv_in, down block
+                       + 2 * res44 + 4 * conv(4, 4, 1)            // middle blocks, attention q/k/v/proj
+                       + 2 * res84 + conv(4, 1, 3);               // up blocks (with skips), conv_out
+  const double attn = 2 * (2 * px * px * 4);
+  const double linear = 2 * (4 * temb) + 2 * (temb * temb) + 5 * 2 * (temb * 4);  // timestep MLP, 5 projections
+  auto c = ddpm::unet_cost(o, 8);
+  EXPECT_DOUBLE_EQ(c.conv_flops, convs);
+  EXPECT_DOUBLE_EQ(c.attention_flops, attn);
+  EXPECT_DOUBLE_EQ(c.linear_flops, linear);
+  EXPECT_EQ(c.parameters, ddpm::UNet(o).num_parameters());
+  EXPECT_EQ(c.convs.size(), 1u + 2 + 2 * 2 + 4 + 2 * 3 + 1);
 }
