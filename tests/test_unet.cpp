@@ -1,6 +1,12 @@
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 
 #include "ddpm/errors.h"
+#include "ddpm/io/checkpoint.h"
+#include "ddpm/io/npy.h"
 #include "ddpm/models/embedding.h"
 #include "ddpm/models/unet.h"
 #include "ddpm/models/unet_cost.h"
@@ -131,4 +137,30 @@ TEST(UNetCost, FlopsOfATinyNetworkByHand) {
   EXPECT_DOUBLE_EQ(c.linear_flops, linear);
   EXPECT_EQ(c.parameters, ddpm::UNet(o).num_parameters());
   EXPECT_EQ(c.convs.size(), 1u + 2 + 2 * 2 + 4 + 2 * 3 + 1);
+}
+
+TEST(UNet, ThePyTorchBaselineOfTheBenchmarkIsTheSameNetwork) {
+  // bench/reference_unet.py must time this very network: the shipped model's weights load into it by name and
+  // give the same outputs.
+  if (std::system("/usr/bin/python3 -c 'import torch, numpy' > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3-torch is not installed (scripts/setup.sh installs it)";
+  const std::string model = std::string(DDPM_SOURCE_DIR) + "/models/fashion-mnist.safetensors";
+  const auto dir = std::filesystem::temp_directory_path() / ("ddpm_test_ref_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string cmd = "/usr/bin/python3 " + std::string(DDPM_SOURCE_DIR) +
+                          "/bench/reference_unet.py --config fashion-mnist --check " + model + " --dump " +
+                          dir.string() + " > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto m = ddpm::load_model(model);
+  auto x = ddpm::read_npy((dir / "x.npy").string());
+  auto expected = ddpm::read_npy((dir / "out.npy").string());
+  at::Tensor out;
+  {
+    at::NoGradGuard g;
+    out = m.network->forward(x, at::tensor({int64_t{10}, int64_t{500}}), at::tensor({int64_t{1}, int64_t{3}}));
+  }
+  ASSERT_EQ(out.sizes(), expected.sizes());
+  EXPECT_GT(expected.abs().max().item<double>(), 0.1);  // a trained model's output, not zeros
+  EXPECT_LT(max_abs_diff(out, expected), 1e-4);
+  std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,260 @@
+// bench_unet: training and sampling throughput of the DDPM U-Net against this machine's convolution peak and against
+// the same network and steps in PyTorch eager (bench/reference_unet.py), all timed in one run.
+//
+//   build/bench/bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] [--json FILE]
+//
+// Every figure is a best-of-repeats wall time; the ratios compare runs made minutes apart on the same machine.
+#include <ATen/ATen.h>
+#include <torch/utils.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ddpm/compat.h"
+#include "ddpm/io/checkpoint.h"
+#include "ddpm/io/npy.h"
+#include "ddpm/models/unet.h"
+#include "ddpm/models/unet_cost.h"
+#include "ddpm/samplers.h"
+#include "ddpm/schedule.h"
+#include "ddpm/train/trainer.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Config {
+  std::string name;
+  ddpm::UNetOptions unet;
+  int64_t batch_train, batch_sample;
+};
+
+std::vector<Config> configs() {
+  Config fm;
+  fm.name = "fashion-mnist";
+  fm.unet.in_channels = 1;
+  fm.unet.base_channels = 32;
+  fm.unet.channel_mult = {1, 2, 2};
+  fm.unet.num_classes = 10;
+  fm.batch_train = 64;
+  fm.batch_sample = 64;
+  Config cf;
+  cf.name = "cifar10-ddpm";
+  cf.batch_train = 16;
+  cf.batch_sample = 16;
+  return {fm, cf};
+}
+
+/// Best GFLOP/s of one convolution shape over a few repeats, NCHW or channels_last.
+double conv_gflops(const ddpm::ConvShape& s, int64_t batch, bool channels_last, int repeats) {
+  auto x = at::randn({batch, s.in_channels, s.in_side, s.in_side});
+  auto w = at::randn({s.out_channels, s.in_channels, s.kernel, s.kernel});
+  auto b = at::randn({s.out_channels});
+  if (channels_last) {
+    x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    w = w.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  c10::InferenceMode guard;
+  at::conv2d(x, w, b, {s.stride, s.stride}, {s.kernel / 2, s.kernel / 2});
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = Clock::now();
+    auto y = at::conv2d(x, w, b, {s.stride, s.stride}, {s.kernel / 2, s.kernel / 2});
+    best = std::min(best, seconds_since(t0));
+  }
+  return s.flops() * static_cast<double>(batch) / best / 1e9;
+}
+
+std::string run_capture(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return "";
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+nlohmann::json bench_config(const Config& c, int iters, int threads, bool reference) {
+  nlohmann::json r = {{"config", c.name}, {"threads", threads}};
+  const auto cost = ddpm::unet_cost(c.unet, c.unet.image_size);
+  r["parameters"] = cost.parameters;
+  r["forward_gflop_per_image"] = cost.total_flops() / 1e9;
+  r["flop_share"] = {{"conv", cost.conv_flops / cost.total_flops()},
+                     {"attention", cost.attention_flops / cost.total_flops()},
+                     {"linear", cost.linear_flops / cost.total_flops()}};
+
+  // The machine's peak: the model's three most expensive 3×3 convolution shapes at the sampling batch, both layouts.
+  std::vector<ddpm::ConvShape> shapes;
+  for (const auto& s : cost.convs)
+    if (s.kernel == 3 && s.stride == 1 &&
+        std::none_of(shapes.begin(), shapes.end(), [&](const ddpm::ConvShape& o) {
+          return o.in_channels == s.in_channels && o.out_channels == s.out_channels && o.in_side == s.in_side;
+        }))
+      shapes.push_back(s);
+  std::sort(shapes.begin(), shapes.end(), [](const auto& a, const auto& b) { return a.flops() > b.flops(); });
+  shapes.resize(std::min<size_t>(3, shapes.size()));
+  double peak = 0;
+  nlohmann::json peaks = nlohmann::json::array();
+  for (const auto& s : shapes)
+    for (bool cl : {false, true}) {
+      const double g = conv_gflops(s, c.batch_sample, cl, 5);
+      peaks.push_back({{"shape", std::to_string(s.in_channels) + "->" + std::to_string(s.out_channels) + " @" +
+                                     std::to_string(s.in_side)},
+                       {"layout", cl ? "nhwc" : "nchw"},
+                       {"gflops", g}});
+      peak = std::max(peak, g);
+    }
+  std::cerr << "  conv peak " << peak << " GFLOP/s\n";
+  r["conv_peak_gflops"] = peak;
+  r["conv_peak_runs"] = peaks;
+
+  // Training step (forward, backward, clip, Adam, EMA) through the library's Trainer.
+  {
+    torch::manual_seed(0);
+    auto net = std::make_shared<ddpm::UNet>(c.unet);
+    const int64_t B = c.batch_train, side = c.unet.image_size;
+    auto data = at::rand({B * 4, c.unet.in_channels, side, side}) * 2 - 1;
+    at::Tensor labels;
+    if (c.unet.num_classes > 0) labels = at::randint(0, c.unet.num_classes, {B * 4}, at::TensorOptions().dtype(at::kLong));
+    ddpm::TrainConfig tc;
+    tc.batch = B;
+    tc.steps = 1 << 30;
+    tc.lr = 2e-4;
+    tc.ema_decay = 0.9999;
+    tc.label_dropout = c.unet.num_classes > 0 ? 0.1 : 0.0;
+    ddpm::Trainer trainer(net, ddpm::DiffusionConfig(), tc, data, labels, ddpm::Decoder::discrete);
+    trainer.step();  // warm-up
+    auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) trainer.step();
+    const double img_s = iters * B / seconds_since(t0);
+    r["train_img_per_s"] = img_s;
+    std::cerr << "  train " << img_s << " img/s\n";
+    r["train_gflops"] = 3 * cost.total_flops() * img_s / 1e9;  // backward ≈ 2 × forward
+  }
+
+  // Sampling steps (network + DDIM update) under inference mode.
+  {
+    torch::manual_seed(0);
+    auto net = std::make_shared<ddpm::UNet>(c.unet);
+    net->eval();
+    const int64_t B = c.batch_sample, side = c.unet.image_size;
+    ddpm::DiffusionConfig dc;
+    auto diffusion = dc.make_respaced(ddpm::respaced_timesteps(1000, iters + 1, "linspace"));
+    auto gen = ddpm::compat::make_cpu_generator(0);
+    ddpm::SampleOptions so;
+    if (c.unet.num_classes > 0) so.y = at::randint(0, c.unet.num_classes, {B}, at::TensorOptions().dtype(at::kLong));
+    auto x = at::randn({B, c.unet.in_channels, side, side});
+    ddpm::ddim_sample(dc.make_respaced(ddpm::respaced_timesteps(1000, 1, "linspace")), ddpm::as_denoiser(net), x, 0.0, gen,
+                      so);  // warm-up
+    auto t0 = Clock::now();
+    ddpm::ddim_sample(diffusion, ddpm::as_denoiser(net), x, 0.0, gen, so);
+    const double steps_s = (iters + 1) * B / seconds_since(t0);
+    r["sample_img_steps_per_s"] = steps_s;
+    std::cerr << "  sample " << steps_s << " image-steps/s\n";
+    r["sample_gflops"] = cost.total_flops() * steps_s / 1e9;
+    r["sample_fraction_of_peak"] = cost.total_flops() * steps_s / 1e9 / peak;
+  }
+
+  if (reference) {
+    const std::string args = " " DDPM_SOURCE_DIR "/bench/reference_unet.py --config " + c.name + " --batch-train " +
+                             std::to_string(c.batch_train) + " --batch-sample " + std::to_string(c.batch_sample) +
+                             " --iters " + std::to_string(iters) + " --threads " + std::to_string(threads) +
+                             " 2>/dev/null";
+    // The python3 on PATH (a pip torch), else Debian's (python3-torch).
+    std::string out = run_capture("python3" + args);
+    if (out.find('{') == std::string::npos) out = run_capture("/usr/bin/python3" + args);
+    try {
+      auto ref = nlohmann::json::parse(out.substr(out.find('{')));
+      r["pytorch"] = ref;
+      if (ref.at("parameters") != r["parameters"]) r["pytorch_mismatch"] = "parameter counts differ";
+      r["train_vs_pytorch"] = r["train_img_per_s"].get<double>() / ref.at("train_img_per_s").get<double>();
+      r["sample_vs_pytorch"] =
+          r["sample_img_steps_per_s"].get<double>() / ref.at("sample_img_steps_per_s").get<double>();
+    } catch (const std::exception&) {
+      r["pytorch"] = "unavailable (python3 with torch is needed: bash scripts/setup.sh)";
+    }
+  }
+  return r;
+}
+
+void print_table(const std::vector<nlohmann::json>& rows) {
+  std::printf("%-14s %8s %9s %11s %9s %9s %13s %9s %9s %8s\n", "config", "params", "peak GF/s", "train img/s",
+              "train GF/s", "vs torch", "sample img-st/s", "sample GF/s", "of peak", "vs torch");
+  for (const auto& r : rows) {
+    auto num = [&](const char* k) { return r.contains(k) && r[k].is_number() ? r[k].get<double>() : NAN; };
+    std::printf("%-14s %7.2fM %9.1f %11.1f %9.1f %8.2fx %15.1f %11.1f %8.0f%% %7.2fx\n",
+                r["config"].get<std::string>().c_str(), r["parameters"].get<double>() / 1e6, num("conv_peak_gflops"),
+                num("train_img_per_s"), num("train_gflops"), num("train_vs_pytorch"), num("sample_img_steps_per_s"),
+                num("sample_gflops"), 100 * num("sample_fraction_of_peak"), num("sample_vs_pytorch"));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string which = "all", json_path;
+  int iters = 5, threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  bool reference = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "bench_unet: " << a << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--config") which = next();
+    else if (a == "--iters") iters = std::stoi(next());
+    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--json") json_path = next();
+    else if (a == "--no-reference") reference = false;
+    else {
+      std::cerr << "usage: bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] "
+                   "[--json FILE] [--no-reference]\n";
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  ddpm::compat::quiet_torch_logging();
+  at::set_num_threads(threads);
+  std::vector<nlohmann::json> rows;
+  try {
+    for (const auto& c : configs()) {
+      if (which != "all" && which != c.name) continue;
+      std::cerr << "bench_unet: " << c.name << " ...\n";
+      rows.push_back(bench_config(c, iters, threads, reference));
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "bench_unet: " << e.what() << "\n";
+    return 1;
+  }
+  if (rows.empty()) {
+    std::cerr << "bench_unet: unknown config '" << which << "'\n";
+    return 2;
+  }
+  print_table(rows);
+  if (!json_path.empty()) {
+    FILE* f = std::fopen(json_path.c_str(), "w");
+    if (f == nullptr) {
+      std::cerr << "bench_unet: cannot write " << json_path << "\n";
+      return 1;
+    }
+    std::fputs(nlohmann::json(rows).dump(2).c_str(), f);
+    std::fclose(f);
+  }
+  return 0;
+}
