@@ -164,3 +164,27 @@ TEST(UNet, ThePyTorchBaselineOfTheBenchmarkIsTheSameNetwork) {
   EXPECT_LT(max_abs_diff(out, expected), 1e-4);
   std::filesystem::remove_all(dir);
 }
+
+TEST(UNet, SpatialAttentionEqualsTheDirectFormulaWithItsGradients) {
+  // The CPU path (grouped convolutions) against softmax(qᵀk/√C) written out in double, values and gradients.
+  auto g = gen(9);
+  const int64_t B = 3, C = 8, N = 20;
+  auto q = at::randn({B, C, N}, g), k = at::randn({B, C, N}, g), v = at::randn({B, C, N}, g);
+  auto up = at::randn({B, C, N}, g);
+  auto run = [&](bool dbl) {
+    auto qq = (dbl ? q.to(at::kDouble) : q.clone()).requires_grad_(true);
+    auto kk = (dbl ? k.to(at::kDouble) : k.clone()).requires_grad_(true);
+    auto vv = (dbl ? v.to(at::kDouble) : v.clone()).requires_grad_(true);
+    at::Tensor out;
+    if (dbl) {
+      auto w = at::softmax(at::bmm(qq.transpose(1, 2), kk) / std::sqrt(double(C)), -1);  // [B, i, j]
+      out = at::bmm(vv, w.transpose(1, 2));
+    } else {
+      out = spatial_attention(qq, kk, vv);
+    }
+    (out * (dbl ? up.to(at::kDouble) : up)).sum().backward();
+    return std::vector<at::Tensor>{out.detach(), qq.grad(), kk.grad(), vv.grad()};
+  };
+  auto a = run(false), b = run(true);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LT(max_abs_diff(a[i], b[i]), 2e-5) << "output/grad " << i;
+}

@@ -48,6 +48,9 @@ class ResBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ResBlock);
 
+/// Single-head attention of [B, C, N] queries, keys and values over the N positions: out_i = Σ_j softmax_j(q_i·k_j/√C) v_j.
+at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
 /// Single-head self-attention over the spatial positions, 1×1 q/k/v, zero-initialised output projection.
 class AttnBlockImpl : public torch::nn::Module {
  public:
