@@ -142,3 +142,30 @@ TEST(Likelihood, RateDistortionOfGaussianDataFollowsThePosteriorVariance) {
     EXPECT_NEAR(got / want, 1.0, 0.04) << t;
   }
 }
+
+TEST(Likelihood, PackingTimestepsIntoOneCallChangesNoNumber) {
+  // 20 points and room for 1000 rows per call: 50 timesteps share each call of the model. Same seed, same noise,
+  // so every term equals the one-step-per-call evaluation.
+  auto d = make_diffusion(120);
+  ExactMixtureDenoiser exact(GaussianMixture::gaussian(kMean, kStd, 1), d.alphas_cumprod());
+  auto x = quantised_gaussian(20, 5);
+  int64_t calls = 0, largest = 0;
+  Denoiser counting = [&](const at::Tensor& xt, const at::Tensor& t, const at::Tensor& y) {
+    ++calls;
+    largest = std::max(largest, xt.size(0));
+    return exact.as_denoiser()(xt, t, y);
+  };
+  NllOptions one, packed;
+  one.batch = 20;
+  packed.batch = 1000;
+  auto a = evaluate_nll(d, exact.as_denoiser(), x, {}, one);
+  auto b = evaluate_nll(d, counting, x, {}, packed);
+  EXPECT_EQ(calls, 3);     // 50 + 50 + 20 steps
+  EXPECT_EQ(largest, 1000);
+  EXPECT_NEAR(a.bits_per_dim, b.bits_per_dim, 1e-12);
+  for (size_t i = 0; i < a.terms.size(); ++i) {
+    EXPECT_NEAR(a.terms[i], b.terms[i], 1e-12) << "term " << i;
+    EXPECT_NEAR(a.x0_mse[i], b.x0_mse[i], 1e-12) << "term " << i;
+  }
+  EXPECT_TRUE(a.per_example.allclose(b.per_example, 0, 1e-12));
+}

@@ -25,9 +25,11 @@ struct BpdTerms {
 at::Tensor prior_bpd(const GaussianDiffusion& diffusion, const at::Tensor& x0);
 
 /// Evaluates every term of the bound for a batch x0 (improved-diffusion's calc_bpd_loop): for each step t,
-/// x_t ~ q(x_t | x0) with noise from `gen`, then the VLB term. `progress` is called once per step.
+/// x_t ~ q(x_t | x0) with noise from `gen`, then the VLB term. `timesteps_per_call` steps share one call of the
+/// model (the batch repeated that many times), which keeps the model busy when the batch is small; the numbers do
+/// not depend on it. `progress` is called after each call with the steps done so far.
 BpdTerms calc_bpd_loop(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x0,
                        const at::Tensor& y, bool clip_denoised, Decoder decoder, at::Generator gen,
-                       const ProgressFn& progress = nullptr);
+                       const ProgressFn& progress = nullptr, int64_t timesteps_per_call = 1);
 
 }  // namespace ddpm

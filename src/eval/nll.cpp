@@ -2,6 +2,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "ddpm/compat.h"
@@ -23,7 +24,9 @@ NllSummary evaluate_nll(const GaussianDiffusion& diffusion, const Denoiser& mode
     auto yb = labels.defined() ? labels.slice(0, b * o.batch, std::min(N, (b + 1) * o.batch)) : at::Tensor();
     ProgressFn inner;
     if (o.progress) inner = [&](int64_t done, int64_t) { o.progress(b * T + done, batches * T); };
-    auto r = calc_bpd_loop(diffusion, model, xb, yb, o.clip_denoised, o.decoder, gen, inner);
+    // A batch smaller than o.batch (a small subset, or the last batch) packs several timesteps into each call.
+    const int64_t per_call = std::max<int64_t>(1, o.batch / xb.size(0));
+    auto r = calc_bpd_loop(diffusion, model, xb, yb, o.clip_denoised, o.decoder, gen, inner, per_call);
     totals.push_back(r.total.to(at::kDouble));
     priors.push_back(r.prior.to(at::kDouble));
     terms.push_back(r.terms.to(at::kDouble).sum(0));

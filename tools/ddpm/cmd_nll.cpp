@@ -175,7 +175,7 @@ void add_data_flags(CLI::App* c, NllArgs& a) {
   c->add_option("--decoder", a.decoder, "L_0 likelihood: auto, discrete (256 bins), continuous")->capture_default_str();
   c->add_flag("--clip", a.clip, "clip x̂0 to [-1, 1]");
   c->add_flag("--conditional", a.conditional, "evaluate -log p(x | y) with the data's labels (default: p(x))");
-  c->add_option("--batch", a.batch, "points per batch")->capture_default_str();
+  c->add_option("--batch", a.batch, "rows per call of the model: examples, times timesteps when fewer examples remain")->capture_default_str();
   c->add_option("--seed", a.seed, "seed of the forward-process noise")->capture_default_str();
   c->add_flag("--json", a.json, "print one JSON object");
 }

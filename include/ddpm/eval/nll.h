@@ -11,7 +11,7 @@
 namespace ddpm {
 
 struct NllOptions {
-  int64_t batch = 1000;
+  int64_t batch = 1000;  ///< rows per call of the model: images, or images × timesteps when fewer images remain
   bool clip_denoised = false;
   Decoder decoder = Decoder::discrete;
   uint64_t seed = 0;
