@@ -2,6 +2,7 @@
 // the same network and steps in PyTorch eager (bench/reference_unet.py), all timed in one run.
 //
 //   build/bench/bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] [--json FILE]
+//                          [--no-reference] [--scaling]
 //
 // Every figure is a best-of-repeats wall time; the ratios compare runs made minutes apart on the same machine.
 #include <ATen/ATen.h>
@@ -13,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -191,6 +194,100 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
   return r;
 }
 
+/// Peak resident memory of this process (Linux VmHWM).
+double peak_rss_mib() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return NAN;
+  char line[256];
+  double kib = NAN;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "VmHWM: %lf kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib / 1024;
+}
+
+/// One scaling point, measured in this (fresh) process so that its peak memory is its own: "sample,side,batch,steps"
+/// or "train,side,batch,steps".
+nlohmann::json measure_point(const Config& c, const std::string& spec) {
+  char kind[16] = {0};
+  long long side = 0, batch = 0, steps = 0;
+  if (std::sscanf(spec.c_str(), "%15[a-z],%lld,%lld,%lld", kind, &side, &batch, &steps) != 4)
+    throw std::invalid_argument("bad --point '" + spec + "'");
+  ddpm::UNetOptions o = c.unet;
+  o.image_size = side;
+  torch::manual_seed(0);
+  auto net = std::make_shared<ddpm::UNet>(o);
+  nlohmann::json r = {{"kind", kind}, {"side", side}, {"batch", batch}, {"steps", steps},
+                      {"gflop_per_image", ddpm::unet_cost(o, side).total_flops() / 1e9}};
+  if (std::string(kind) == "sample") {
+    net->eval();
+    ddpm::DiffusionConfig dc;
+    auto gen = ddpm::compat::make_cpu_generator(0);
+    ddpm::SampleOptions so;
+    if (o.num_classes > 0) so.y = at::zeros({batch}, at::TensorOptions().dtype(at::kLong));
+    auto x = at::randn({batch, o.in_channels, side, side});
+    ddpm::ddim_sample(dc.make_respaced(ddpm::respaced_timesteps(1000, 1, "linspace")), ddpm::as_denoiser(net), x, 0.0,
+                      gen, so);  // warm-up
+    auto t0 = Clock::now();
+    ddpm::ddim_sample(dc.make_respaced(ddpm::respaced_timesteps(1000, steps, "linspace")), ddpm::as_denoiser(net), x,
+                      0.0, gen, so);
+    const double secs = seconds_since(t0);
+    r["seconds"] = secs;
+    r["img_steps_per_s"] = batch * steps / secs;
+  } else {
+    auto data = at::rand({batch * 2, o.in_channels, side, side}) * 2 - 1;
+    at::Tensor labels;
+    if (o.num_classes > 0) labels = at::zeros({batch * 2}, at::TensorOptions().dtype(at::kLong));
+    ddpm::TrainConfig tc;
+    tc.batch = batch;
+    tc.steps = 1 << 30;
+    ddpm::Trainer trainer(net, ddpm::DiffusionConfig(), tc, data, labels, ddpm::Decoder::discrete);
+    trainer.step();  // warm-up
+    auto t0 = Clock::now();
+    for (int i = 0; i < steps; ++i) trainer.step();
+    const double secs = seconds_since(t0);
+    r["seconds"] = secs;
+    r["img_per_s"] = steps * batch / secs;
+  }
+  r["peak_rss_mib"] = peak_rss_mib();
+  return r;
+}
+
+/// Sampling time and peak memory against steps, batch and image size; training throughput against batch size.
+/// Each point runs in a fresh process of this program.
+nlohmann::json bench_scaling(const Config& c, int threads) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  auto point = [&](const std::string& spec) {
+    const std::string out = run_capture(self + " --config " + c.name + " --threads " + std::to_string(threads) +
+                                        " --point " + spec + " 2>/dev/null");
+    return nlohmann::json::parse(out.substr(out.find('{')));
+  };
+  nlohmann::json out = {{"config", c.name}};
+  nlohmann::json rows = nlohmann::json::array();
+  for (const char* spec : {"sample,32,16,5", "sample,32,16,10", "sample,32,16,20", "sample,32,1,5", "sample,32,4,5",
+                           "sample,32,64,5", "sample,64,4,3", "sample,128,4,3"})
+    rows.push_back(point(spec));
+  out["sampling"] = rows;
+  nlohmann::json train = nlohmann::json::array();
+  for (const char* spec : {"train,32,8,4", "train,32,16,4", "train,32,32,3", "train,32,64,2", "train,32,128,2"})
+    train.push_back(point(spec));
+  out["training"] = train;
+  return out;
+}
+
+void print_scaling(const nlohmann::json& s) {
+  std::printf("\nscaling (%s): sampling\n%6s %6s %6s %9s %14s %12s\n", s["config"].get<std::string>().c_str(), "side",
+              "batch", "steps", "seconds", "img-steps/s", "peak MiB");
+  for (const auto& r : s["sampling"])
+    std::printf("%6lld %6lld %6lld %9.2f %14.1f %12.0f\n", r["side"].get<long long>(), r["batch"].get<long long>(),
+                r["steps"].get<long long>(), r["seconds"].get<double>(), r["img_steps_per_s"].get<double>(),
+                r["peak_rss_mib"].get<double>());
+  std::printf("training\n%6s %10s %12s\n", "batch", "img/s", "peak MiB");
+  for (const auto& r : s["training"])
+    std::printf("%6lld %10.1f %12.0f\n", r["batch"].get<long long>(), r["img_per_s"].get<double>(),
+                r["peak_rss_mib"].get<double>());
+}
+
 void print_table(const std::vector<nlohmann::json>& rows) {
   std::printf("%-14s %8s %9s %11s %9s %9s %13s %9s %9s %8s\n", "config", "params", "peak GF/s", "train img/s",
               "train GF/s", "vs torch", "sample img-st/s", "sample GF/s", "of peak", "vs torch");
@@ -208,7 +305,8 @@ void print_table(const std::vector<nlohmann::json>& rows) {
 int main(int argc, char** argv) {
   std::string which = "all", json_path;
   int iters = 5, threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  bool reference = true;
+  bool reference = true, scaling = false;
+  std::string point;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -223,20 +321,34 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--json") json_path = next();
     else if (a == "--no-reference") reference = false;
+    else if (a == "--scaling") scaling = true;
+    else if (a == "--point") point = next();
     else {
       std::cerr << "usage: bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] "
-                   "[--json FILE] [--no-reference]\n";
+                   "[--json FILE] [--no-reference] [--scaling]\n";
       return a == "--help" ? 0 : 2;
     }
   }
   ddpm::compat::quiet_torch_logging();
   at::set_num_threads(threads);
+  if (!point.empty()) {
+    for (const auto& c : configs())
+      if (c.name == which) {
+        std::cout << measure_point(c, point).dump() << "\n";
+        return 0;
+      }
+    return 2;
+  }
   std::vector<nlohmann::json> rows;
   try {
     for (const auto& c : configs()) {
       if (which != "all" && which != c.name) continue;
       std::cerr << "bench_unet: " << c.name << " ...\n";
       rows.push_back(bench_config(c, iters, threads, reference));
+      if (scaling) {
+        std::cerr << "bench_unet: scaling of " << c.name << " ...\n";
+        rows.back()["scaling"] = bench_scaling(c, threads);
+      }
     }
   } catch (const std::exception& e) {
     std::cerr << "bench_unet: " << e.what() << "\n";
@@ -247,6 +359,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   print_table(rows);
+  for (const auto& r : rows)
+    if (r.contains("scaling")) print_scaling(r["scaling"]);
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (f == nullptr) {
