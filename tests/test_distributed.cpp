@@ -350,3 +350,23 @@ TEST(DistributedCli, RendezvousMistakesGiveOneClearLine) {
   // launch without a command.
   expect_line(run("", "launch --nproc 2"), "give the command after --");
 }
+
+TEST(DistributedCli, ResumingATwoProcessRunWithDropoutIsExact) {
+  if (!ddpm::distributed_available()) GTEST_SKIP() << "built without Gloo";
+  // Dropout masks depend only on (seed, step, rank), so stopping and resuming changes nothing.
+  const std::string d = dir() + "/dropout";
+  fs::create_directories(d + "/data/a");
+  fs::create_directories(d + "/data/b");
+  auto g = ddpm::test::gen(3);
+  ddpm::save_images(d + "/data/a/a_", at::rand({8, 1, 8, 8}, g) * 2 - 1);
+  ddpm::save_images(d + "/data/b/b_", at::rand({8, 1, 8, 8}, g) * 2 - 1);
+  const std::string args = "train -q --data folder:" + d + "/data --conditional --dropout 0.3 --channels 8 "
+                           "--channel-mult 1,2 --attention 4 --res-blocks 1 --groups 4 --timesteps 50 --batch 4 ";
+  auto a = run("", "--threads 2 launch --nproc 2 -- " + args + "--steps 6 --out " + d + "/straight");
+  ASSERT_EQ(a.code, 0) << a.output;
+  auto b = run("", "--threads 2 launch --nproc 2 -- " + args + "--steps 3 --out " + d + "/halves");
+  ASSERT_EQ(b.code, 0) << b.output;
+  auto c = run("", "--threads 2 launch --nproc 2 -- train -q --resume --steps 6 --out " + d + "/halves");
+  ASSERT_EQ(c.code, 0) << c.output;
+  expect_same_weights(d + "/straight/checkpoint.safetensors", d + "/halves/checkpoint.safetensors", 0);
+}

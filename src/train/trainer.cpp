@@ -3,6 +3,7 @@
 #include <torch/nn/utils/clip_grad.h>
 
 #include <cmath>
+#include <mutex>
 #include <limits>
 
 #include "ddpm/compat.h"
@@ -74,6 +75,14 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
 
 StepStats Trainer::step() {
   net_->train();
+  {
+    // Dropout draws from the default CPU generator: seed it from (seed, step, rank), so that a run, its resumption
+    // and each rank's masks depend on nothing else.
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(config_.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step_) * 1000003ULL +
+                         static_cast<uint64_t>(rank()) + 1);
+  }
   // The random numbers of the global batch come from the shared generator; this rank uses rows [lo, lo + B).
   const int64_t B = config_.batch, G = global_batch(), lo = rank() * B;
   auto mine = [&](const at::Tensor& t) { return G == B ? t : t.slice(0, lo, lo + B); };

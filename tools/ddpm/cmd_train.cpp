@@ -289,8 +289,6 @@ void run_train(TrainArgs& a) {
                                         data.images ? Decoder::discrete : Decoder::continuous, device, comm);
     if (root) std::filesystem::remove(metrics_path);
   }
-  // Dropout draws from the global generator: give each rank its own stream.
-  if (env.rank > 0) torch::manual_seed(trainer->config().seed * 1000003ULL + static_cast<uint64_t>(env.rank));
 
   const nlohmann::json extra = {{"data", data_meta}, {"command", first_command}, {"resumed", resumed}};
   // Every rank holds the same weights; rank 0 alone writes checkpoints, metrics and sample grids.

@@ -49,7 +49,8 @@ class Trainer {
           at::Tensor labels, Decoder decoder = Decoder::continuous, at::Device device = at::kCPU,
           std::shared_ptr<Communicator> comm = nullptr);
 
-  /// One optimisation step on the next batch.
+  /// One optimisation step on the next batch. It seeds LibTorch's default CPU generator (which dropout uses) from
+  /// (seed, step, rank) first, so every step is a function of the state alone and resumption is exact.
   StepStats step();
   int64_t steps_done() const { return step_; }
   bool finished() const { return step_ >= config_.steps; }
