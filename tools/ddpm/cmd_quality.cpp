@@ -181,7 +181,9 @@ void run_quality(QualityArgs& a, const std::string& what) {
     x = generate(a, h, a.sampler, steps, &bar, &done);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     bar.finish();
-    source = a.model + " (" + a.sampler + ", " + std::to_string(steps) + " steps)";
+    char eta[32] = "";
+    if (a.sampler == "ddim" && a.eta != 0) std::snprintf(eta, sizeof eta, ", eta %g", a.eta);
+    source = a.model + " (" + a.sampler + eta + ", " + std::to_string(steps) + " steps)";
   } else {
     x = load_images(a.samples, a.num);
     source = a.samples;

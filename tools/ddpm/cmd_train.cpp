@@ -168,7 +168,9 @@ void run_train(TrainArgs& a) {
   std::string first_command = command_line();
   nlohmann::json resumed = nlohmann::json::array();
   TrainData data;
-  const at::Device device = parse_device(a.device);
+  at::Device device = parse_device(a.device);
+  // One GPU per process on a node: rank-local device unless the user named one.
+  if (env.enabled() && device.is_cuda() && !device.has_index()) device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   if (a.resume) {
     if (!std::filesystem::exists(ckpt))
       throw IoError("nothing to resume: '" + ckpt + "' does not exist (run without --resume to start)");
