@@ -259,14 +259,15 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
                  "/dec.png -o " + d + "/dec.npy");
   ASSERT_EQ(dec.code, 0) << dec.output;
   EXPECT_EQ(ddpm::read_npy(d + "/dec.npy").sizes(), (std::vector<int64_t>{4, 1, 8, 8}));
-  // The same network exported to TorchScript samples the same bytes.
+  // The same network exported to TorchScript samples the same images (to rounding: on the CPU the library computes
+  // attention's products as grouped convolutions, the export as the plain batched products).
   auto ex = run("export " + d + "/run/checkpoint.safetensors -o " + d + "/net.pt");
   ASSERT_EQ(ex.code, 0) << ex.output;
   EXPECT_TRUE(fs::exists(d + "/net.json"));
   ASSERT_EQ(run("sample -q -m " + d + "/net.pt --sampler ddim --steps 5 --per-class -n 2 -o " + d + "/ts.npy").code, 0);
   ASSERT_EQ(run("sample -q -m " + d + "/run/checkpoint.safetensors --sampler ddim --steps 5 --per-class -n 2 -o " + d +
                 "/ck.npy").code, 0);
-  EXPECT_TRUE(ddpm::read_npy(d + "/ts.npy").equal(ddpm::read_npy(d + "/ck.npy")));
+  EXPECT_LT(ddpm::test::max_abs_diff(ddpm::read_npy(d + "/ts.npy"), ddpm::read_npy(d + "/ck.npy")), 1e-4);
   expect_one_line_error("export " + d + "/run/checkpoint.safetensors -o " + d + "/net.onnx", ".pt");
   // Evaluation: a classifier on the same folder, then FID / IS / a sweep with it.
   auto ct = run("classifier train -q --data folder:" + d + "/data --test folder:" + d +
