@@ -229,6 +229,13 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   auto n = run("nll -q -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --json");
   ASSERT_EQ(n.code, 0) << n.output;
   EXPECT_NE(n.output.find("\"decoder\":\"discrete\""), std::string::npos) << n.output;
+  // A seeded random subset: same seed, same images, same numbers.
+  const std::string sub = "nll -q --json -m " + d + "/run/checkpoint.safetensors --data folder:" + d +
+                          "/data -n 4 --subset-seed 5";
+  auto n1 = run(sub), n2 = run(sub);
+  ASSERT_EQ(n1.code, 0) << n1.output;
+  EXPECT_NE(n1.output.find("\"count\":4"), std::string::npos) << n1.output;
+  EXPECT_EQ(n1.output, n2.output);
   // The generation figures and DDIM latents on the same tiny model: files appear, numbers are sane, seeds repeat.
   const std::string m = " -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data ";
   auto p = run("progressive -q --json -m " + d + "/run/checkpoint.safetensors -n 2 --snapshots 5 --out " + d +

@@ -1,10 +1,12 @@
 // ddpm nll: bits/dim of a data set under a model, with its standard error and the per-term breakdown.
+#include <optional>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
 #include "common.h"
+#include "ddpm/compat.h"
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
 #include "ddpm/eval/nll.h"
@@ -16,6 +18,7 @@ struct NllArgs {
   std::string model, data = "toy:8gaussians", labels, decoder = "auto", csv, plot;
   int64_t num = 2000, batch = 1000;
   uint64_t data_seed = 1, seed = 0;
+  std::optional<uint64_t> subset_seed;  // images: a seeded random subset instead of the first N
   bool json = false, quantize = false, clip = false, conditional = false;
   DiffusionFlags diffusion;
   std::string prefix = "rate_distortion";  // rate-distortion: plots PREFIX_{distortion_t,rate_t,distortion_rate}.png
@@ -40,8 +43,13 @@ Evaluated evaluate(NllArgs& a) {
   if (is_image_spec(a.data)) {
     auto s = load_image_dataset(a.data);
     const int64_t n = std::min<int64_t>(a.num, s.size());
-    data.x = to_model_range(s.images.slice(0, 0, n), padded_side(s.images.size(2)));
-    if (s.labels.defined()) data.labels = s.labels.slice(0, 0, n);
+    at::Tensor idx = at::arange(n, at::TensorOptions().dtype(at::kLong));
+    if (a.subset_seed) {
+      auto g = compat::make_cpu_generator(*a.subset_seed);
+      idx = std::get<0>(at::randperm(s.size(), g, at::TensorOptions().dtype(at::kLong)).slice(0, 0, n).sort());
+    }
+    data.x = to_model_range(s.images.index_select(0, idx), padded_side(s.images.size(2)));
+    if (s.labels.defined()) data.labels = s.labels.index_select(0, idx);
     data.num_classes = s.num_classes;
   } else {
     data = load_data_spec(a.data, a.num, a.data_seed, a.labels);
@@ -167,8 +175,11 @@ void add_data_flags(CLI::App* c, NllArgs& a) {
   c->add_option("--data", a.data, "toy:NAME, FILE.npy, or images (fashion-mnist:test, cifar10:DIR:test, folder:DIR)")
       ->capture_default_str();
   c->add_option("--labels", a.labels, "labels .npy for FILE.npy data (class-conditional models)");
-  c->add_option("--num,-n", a.num, "points drawn from a toy set; the first N images of an image set")
+  c->add_option("--num,-n", a.num, "points drawn from a toy set; the first N images of an image set (N at least the "
+                                   "split's size: all of it)")
       ->capture_default_str();
+  c->add_option("--subset-seed", a.subset_seed, "images: evaluate N images drawn at random with this seed instead of "
+                                               "the first N");
   c->add_option("--data-seed", a.data_seed, "seed of the toy set (default differs from training's 0)")
       ->capture_default_str();
   c->add_flag("--quantize", a.quantize, "round the data to the 256-level grid of [-1, 1] first (as images)");
