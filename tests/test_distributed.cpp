@@ -115,6 +115,18 @@ void wait_for_file(const std::string& path) {
   while (!fs::exists(path)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
+/// A labelled folder of random 8×8 grey images (classes a and b, `per_class` each) under d/data, and the train
+/// arguments of a tiny conditional U-Net on it.
+std::string tiny_unet_on_folder(const std::string& d, int64_t per_class, uint64_t seed) {
+  fs::create_directories(d + "/data/a");
+  fs::create_directories(d + "/data/b");
+  auto g = ddpm::test::gen(seed);
+  ddpm::save_images(d + "/data/a/a_", at::rand({per_class, 1, 8, 8}, g) * 2 - 1);
+  ddpm::save_images(d + "/data/b/b_", at::rand({per_class, 1, 8, 8}, g) * 2 - 1);
+  return "train -q --data folder:" + d + "/data --conditional --channels 8 --channel-mult 1,2 --attention 4 "
+         "--res-blocks 1 --groups 4 --timesteps 50 ";
+}
+
 /// Every tensor of two checkpoints agrees to float tolerance.
 void expect_same_weights(const std::string& a, const std::string& b, double tol) {
   auto x = ddpm::load_safetensors(a);
@@ -256,13 +268,7 @@ TEST(DistributedCli, ImagesWithFlipsTwoProcessesEqualOne) {
   if (!ddpm::distributed_available()) GTEST_SKIP() << "built without Gloo";
   // A tiny U-Net without dropout on a folder of random 8×8 images, with random flips and label dropout.
   const std::string d = dir() + "/img";
-  fs::create_directories(d + "/data/a");
-  fs::create_directories(d + "/data/b");
-  auto g = ddpm::test::gen(2);
-  ddpm::save_images(d + "/data/a/a_", at::rand({12, 1, 8, 8}, g) * 2 - 1);
-  ddpm::save_images(d + "/data/b/b_", at::rand({12, 1, 8, 8}, g) * 2 - 1);
-  const std::string args = "train -q --data folder:" + d + "/data --conditional --random-flip --dropout 0 --channels 8 "
-                           "--channel-mult 1,2 --attention 4 --res-blocks 1 --groups 4 --timesteps 50 --steps 6 ";
+  const std::string args = tiny_unet_on_folder(d, 12, 2) + "--random-flip --dropout 0 --steps 6 ";
   auto a = run("", "--threads 1 " + args + "--batch 8 --out " + d + "/one");
   ASSERT_EQ(a.code, 0) << a.output;
   auto b = run("", "--threads 2 launch --nproc 2 -- " + args + "--batch 4 --out " + d + "/two");
@@ -355,13 +361,7 @@ TEST(DistributedCli, ResumingATwoProcessRunWithDropoutIsExact) {
   if (!ddpm::distributed_available()) GTEST_SKIP() << "built without Gloo";
   // Dropout masks depend only on (seed, step, rank), so stopping and resuming changes nothing.
   const std::string d = dir() + "/dropout";
-  fs::create_directories(d + "/data/a");
-  fs::create_directories(d + "/data/b");
-  auto g = ddpm::test::gen(3);
-  ddpm::save_images(d + "/data/a/a_", at::rand({8, 1, 8, 8}, g) * 2 - 1);
-  ddpm::save_images(d + "/data/b/b_", at::rand({8, 1, 8, 8}, g) * 2 - 1);
-  const std::string args = "train -q --data folder:" + d + "/data --conditional --dropout 0.3 --channels 8 "
-                           "--channel-mult 1,2 --attention 4 --res-blocks 1 --groups 4 --timesteps 50 --batch 4 ";
+  const std::string args = tiny_unet_on_folder(d, 8, 3) + "--dropout 0.3 --batch 4 ";
   auto a = run("", "--threads 2 launch --nproc 2 -- " + args + "--steps 6 --out " + d + "/straight");
   ASSERT_EQ(a.code, 0) << a.output;
   auto b = run("", "--threads 2 launch --nproc 2 -- " + args + "--steps 3 --out " + d + "/halves");
