@@ -25,6 +25,7 @@
 
 #include "ddpm/compat.h"
 #include "ddpm/io/checkpoint.h"
+#include "ddpm/models/group_norm.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/models/unet.h"
 #include "ddpm/models/unet_cost.h"
@@ -149,11 +150,14 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
     r["train_gflops"] = 3 * cost.total_flops() * img_s / 1e9;  // backward ≈ 2 × forward
   }
 
-  // Sampling steps (network + DDIM update) under inference mode.
-  {
+  // Sampling steps (network + DDIM update) under inference mode, with the attention products in fp32 (the default)
+  // and in bf16.
+  for (auto precision : {ddpm::AttentionPrecision::fp32, ddpm::AttentionPrecision::bf16}) {
+    const std::string suffix = precision == ddpm::AttentionPrecision::bf16 ? "_bf16attn" : "";
     torch::manual_seed(0);
     auto net = std::make_shared<ddpm::UNet>(c.unet);
     net->eval();
+    net->set_attention_precision(precision);
     const int64_t B = c.batch_sample, side = c.unet.image_size;
     ddpm::DiffusionConfig dc;
     auto diffusion = dc.make_respaced(ddpm::respaced_timesteps(1000, iters + 1, "linspace"));
@@ -166,10 +170,10 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
     auto t0 = Clock::now();
     ddpm::ddim_sample(diffusion, ddpm::as_denoiser(net), x, 0.0, gen, so);
     const double steps_s = (iters + 1) * B / seconds_since(t0);
-    r["sample_img_steps_per_s"] = steps_s;
-    std::cerr << "  sample " << steps_s << " image-steps/s\n";
-    r["sample_gflops"] = cost.total_flops() * steps_s / 1e9;
-    r["sample_fraction_of_peak"] = cost.total_flops() * steps_s / 1e9 / peak;
+    r["sample" + suffix + "_img_steps_per_s"] = steps_s;
+    std::cerr << "  sample" << suffix << " " << steps_s << " image-steps/s\n";
+    r["sample" + suffix + "_gflops"] = cost.total_flops() * steps_s / 1e9;
+    r["sample" + suffix + "_fraction_of_peak"] = cost.total_flops() * steps_s / 1e9 / peak;
   }
 
   if (reference) {
@@ -187,11 +191,50 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
       r["train_vs_pytorch"] = r["train_img_per_s"].get<double>() / ref.at("train_img_per_s").get<double>();
       r["sample_vs_pytorch"] =
           r["sample_img_steps_per_s"].get<double>() / ref.at("sample_img_steps_per_s").get<double>();
+      r["sample_bf16attn_vs_pytorch"] =
+          r["sample_bf16attn_img_steps_per_s"].get<double>() / ref.at("sample_img_steps_per_s").get<double>();
     } catch (const std::exception&) {
       r["pytorch"] = "unavailable (python3 with torch is needed: bash scripts/setup.sh)";
     }
   }
   return r;
+}
+
+/// GroupNorm+SiLU at the U-Net's activation shapes: LibTorch's two ops against the fused one, forward (inference)
+/// and forward+backward, NCHW and channels_last; milliseconds, best of `reps`.
+void bench_group_norm(int reps) {
+  std::printf("%-18s %-6s %12s %12s %14s %14s\n", "shape", "layout", "torch fwd ms", "fused fwd ms",
+              "torch f+b ms", "fused f+b ms");
+  for (auto shape : std::vector<std::vector<int64_t>>{{64, 64, 32, 32}, {64, 128, 16, 16}, {16, 256, 32, 32}}) {
+    for (bool cl : {false, true}) {
+      auto x = at::randn(shape);
+      if (cl) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      auto w = at::randn({shape[1]}), b = at::randn({shape[1]});
+      auto time = [&](auto&& f) {
+        double best = 1e30;
+        for (int i = 0; i < reps + 1; ++i) {
+          auto t0 = Clock::now();
+          f();
+          if (i > 0) best = std::min(best, seconds_since(t0) * 1e3);
+        }
+        return best;
+      };
+      double tf, ff, tb, fb;
+      {
+        c10::InferenceMode guard;
+        tf = time([&] { at::silu(at::group_norm(x, 32, w, b, 1e-6)); });
+        ff = time([&] { ddpm::group_norm_silu(x, 32, w, b, 1e-6); });
+      }
+      auto xg = x.clone().requires_grad_(true);
+      auto up = at::randn(shape);
+      tb = time([&] { (at::silu(at::group_norm(xg, 32, w, b, 1e-6)) * up).sum().backward(); });
+      fb = time([&] { (ddpm::group_norm_silu(xg, 32, w, b, 1e-6) * up).sum().backward(); });
+      char name[64];
+      std::snprintf(name, sizeof name, "%lldx%lldx%lldx%lld", (long long)shape[0], (long long)shape[1],
+                    (long long)shape[2], (long long)shape[3]);
+      std::printf("%-18s %-6s %12.2f %12.2f %14.2f %14.2f\n", name, cl ? "nhwc" : "nchw", tf, ff, tb, fb);
+    }
+  }
 }
 
 /// Peak resident memory of this process (Linux VmHWM).
@@ -289,14 +332,21 @@ void print_scaling(const nlohmann::json& s) {
 }
 
 void print_table(const std::vector<nlohmann::json>& rows) {
-  std::printf("%-14s %8s %9s %11s %9s %9s %13s %9s %9s %8s\n", "config", "params", "peak GF/s", "train img/s",
-              "train GF/s", "vs torch", "sample img-st/s", "sample GF/s", "of peak", "vs torch");
+  std::printf("%-14s %8s %9s %11s %9s %9s %-9s %15s %11s %8s %9s\n", "config", "params", "peak GF/s", "train img/s",
+              "train GF/s", "vs torch", "attention", "sample img-st/s", "sample GF/s", "of peak", "vs torch");
   for (const auto& r : rows) {
-    auto num = [&](const char* k) { return r.contains(k) && r[k].is_number() ? r[k].get<double>() : NAN; };
-    std::printf("%-14s %7.2fM %9.1f %11.1f %9.1f %8.2fx %15.1f %11.1f %8.0f%% %7.2fx\n",
-                r["config"].get<std::string>().c_str(), r["parameters"].get<double>() / 1e6, num("conv_peak_gflops"),
-                num("train_img_per_s"), num("train_gflops"), num("train_vs_pytorch"), num("sample_img_steps_per_s"),
-                num("sample_gflops"), 100 * num("sample_fraction_of_peak"), num("sample_vs_pytorch"));
+    auto num = [&](const std::string& k) { return r.contains(k) && r[k].is_number() ? r[k].get<double>() : NAN; };
+    for (const std::string suffix : {"", "_bf16attn"}) {
+      if (suffix.empty())
+        std::printf("%-14s %7.2fM %9.1f %11.1f %10.1f %8.2fx ", r["config"].get<std::string>().c_str(),
+                    r["parameters"].get<double>() / 1e6, num("conv_peak_gflops"), num("train_img_per_s"),
+                    num("train_gflops"), num("train_vs_pytorch"));
+      else
+        std::printf("%-14s %8s %9s %11s %10s %9s ", "", "", "", "", "", "");
+      std::printf("%-9s %15.1f %11.1f %7.0f%% %8.2fx\n", suffix.empty() ? "fp32" : "bf16",
+                  num("sample" + suffix + "_img_steps_per_s"), num("sample" + suffix + "_gflops"),
+                  100 * num("sample" + suffix + "_fraction_of_peak"), num("sample" + suffix + "_vs_pytorch"));
+    }
   }
 }
 
@@ -323,14 +373,19 @@ int main(int argc, char** argv) {
     else if (a == "--no-reference") reference = false;
     else if (a == "--scaling") scaling = true;
     else if (a == "--point") point = next();
+    else if (a == "--group-norm") which = "group-norm";
     else {
       std::cerr << "usage: bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] "
-                   "[--json FILE] [--no-reference] [--scaling]\n";
+                   "[--json FILE] [--no-reference] [--scaling] [--group-norm]\n";
       return a == "--help" ? 0 : 2;
     }
   }
   ddpm::compat::quiet_torch_logging();
   at::set_num_threads(threads);
+  if (which == "group-norm") {
+    bench_group_norm(iters);
+    return 0;
+  }
   if (!point.empty()) {
     for (const auto& c : configs())
       if (c.name == which) {

@@ -166,7 +166,7 @@ TEST(UNet, ThePyTorchBaselineOfTheBenchmarkIsTheSameNetwork) {
 }
 
 TEST(UNet, SpatialAttentionEqualsTheDirectFormulaWithItsGradients) {
-  // The CPU path (grouped convolutions) against softmax(qᵀk/√C) written out in double, values and gradients.
+  // The float path against softmax(qᵀk/√C) written out in double, values and gradients.
   auto g = gen(9);
   const int64_t B = 3, C = 8, N = 20;
   auto q = at::randn({B, C, N}, g), k = at::randn({B, C, N}, g), v = at::randn({B, C, N}, g);
@@ -187,4 +187,34 @@ TEST(UNet, SpatialAttentionEqualsTheDirectFormulaWithItsGradients) {
   };
   auto a = run(false), b = run(true);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_LT(max_abs_diff(a[i], b[i]), 2e-5) << "output/grad " << i;
+}
+
+TEST(UNet, Bf16AttentionIsTheFormulaToBfloat16Rounding) {
+  // bfloat16 keeps 8 significant bits (relative rounding 2^-9 ≈ 0.2%): scores of size ~√C·|q||k|/√C round by ~1e-2,
+  // so the output, a convex combination of v, is within a few 1e-2 of the exact one — and not equal to it.
+  auto g = gen(10);
+  const int64_t B = 4, C = 64, N = 256;
+  auto q = at::randn({B, C, N}, g), k = at::randn({B, C, N}, g), v = at::randn({B, C, N}, g);
+  auto exact = at::bmm(v.to(at::kDouble),
+                       at::softmax(at::bmm(q.to(at::kDouble).transpose(1, 2), k.to(at::kDouble)) / 8.0, -1).transpose(1, 2));
+  auto out = spatial_attention(q, k, v, AttentionPrecision::bf16);
+  ASSERT_EQ(out.scalar_type(), at::kFloat);
+  const double err = max_abs_diff(out, exact), rms = (out.to(at::kDouble) - exact).pow(2).mean().sqrt().item<double>();
+  EXPECT_LT(err, 0.06);
+  EXPECT_LT(rms, 0.01);
+  EXPECT_GT(err, 1e-4);  // it really ran in reduced precision
+  // The float path on the same inputs is exact to float rounding.
+  EXPECT_LT(max_abs_diff(spatial_attention(q, k, v), exact), 1e-4);
+  // Channels-last activations give q, k, v as transposed views of [B, N, C]: same values, same layout out.
+  auto view = [](const at::Tensor& t) { return t.transpose(1, 2).contiguous().transpose(1, 2); };
+  for (auto p : {AttentionPrecision::fp32, AttentionPrecision::bf16}) {
+    auto o = spatial_attention(view(q), view(k), view(v), p);
+    EXPECT_EQ(o.stride(1), 1);
+    EXPECT_LT(max_abs_diff(o, exact), p == AttentionPrecision::bf16 ? 0.06 : 1e-4);
+  }
+  // Gradients flow through the bf16 path to float inputs.
+  auto qq = q.clone().requires_grad_(true);
+  spatial_attention(qq, k, v, AttentionPrecision::bf16).sum().backward();
+  ASSERT_TRUE(qq.grad().defined());
+  EXPECT_EQ(qq.grad().scalar_type(), at::kFloat);
 }

@@ -12,6 +12,12 @@ int64_t Network::num_parameters() const {
   return n;
 }
 
+AttentionPrecision parse_attention_precision(const std::string& name) {
+  if (name == "fp32") return AttentionPrecision::fp32;
+  if (name == "bf16") return AttentionPrecision::bf16;
+  throw InvalidArgument("unknown attention precision '" + name + "' (expected fp32 or bf16)");
+}
+
 std::shared_ptr<Network> make_network(const nlohmann::json& c) {
   try {
     const std::string type = c.at("type").get<std::string>();

@@ -8,6 +8,7 @@
 
 #include "ddpm/errors.h"
 #include "ddpm/models/embedding.h"
+#include "ddpm/models/group_norm.h"
 
 namespace ddpm {
 namespace {
@@ -42,6 +43,11 @@ torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
     throw InvalidArgument("GroupNorm: " + std::to_string(channels) + " channels do not divide into " +
                           std::to_string(groups) + " groups (choose --groups that divides the channel counts)");
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(1e-6));
+}
+
+// The module's GroupNorm, then SiLU, in one fused pass (group_norm.h).
+at::Tensor norm_act(const torch::nn::GroupNorm& norm, const at::Tensor& x, bool silu = true) {
+  return group_norm_silu(x, norm->options.num_groups(), norm->weight, norm->bias, norm->options.eps(), silu);
 }
 
 }  // namespace
@@ -86,9 +92,9 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, 
 }
 
 at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb_act) {
-  auto h = conv1(F::silu(norm1(x)));
+  auto h = conv1(norm_act(norm1, x));
   h = h + temb_proj(temb_act).unsqueeze(-1).unsqueeze(-1);
-  h = conv2(dropout(F::silu(norm2(h))));
+  h = conv2(dropout(norm_act(norm2, h)));
   return (nin_shortcut ? nin_shortcut(x) : x) + h;
 }
 
@@ -102,30 +108,28 @@ AttnBlockImpl::AttnBlockImpl(int64_t c, int64_t groups) {
 
 at::Tensor AttnBlockImpl::forward(const at::Tensor& x) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto h = norm(x);
-  auto out = spatial_attention(q(h).reshape({B, C, H * W}), k(h).reshape({B, C, H * W}), v(h).reshape({B, C, H * W}));
+  auto h = norm_act(norm, x, /*silu=*/false);
+  auto out = spatial_attention(q(h).reshape({B, C, H * W}), k(h).reshape({B, C, H * W}), v(h).reshape({B, C, H * W}),
+                               precision);
   return x + proj_out(out.reshape({B, C, H, W}));
 }
 
-at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  const int64_t B = q.size(0), C = q.size(1), N = q.size(2);
+at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             AttentionPrecision precision) {
+  const int64_t C = q.size(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(C));
-  if (!q.device().is_cpu() || q.scalar_type() != at::kFloat) {
-    // w[b, i, j] = softmax_j(q_i · k_j / √C); out_i = Σ_j w[i, j] v_j
-    auto w = at::softmax(at::bmm(q.transpose(1, 2), k) * scale, -1);
-    return at::bmm(v, w.transpose(1, 2));
+  if (precision == AttentionPrecision::bf16 && q.scalar_type() != at::kBFloat16) {
+    // The scale is applied in q's precision before rounding; oneDNN runs bfloat16 products on AMX/AVX512-BF16.
+    auto qb = (q * scale).to(at::kBFloat16), kb = k.to(at::kBFloat16), vb = v.to(at::kBFloat16);
+    auto w = at::softmax(at::bmm(qb.transpose(1, 2), kb), -1);
+    if (!q.is_contiguous()) return at::bmm(w, vb.transpose(1, 2)).to(q.scalar_type()).transpose(1, 2);  // as below
+    return at::bmm(vb, w.transpose(1, 2)).to(q.scalar_type());
   }
-  // On the CPU both products run as grouped 1×1 convolutions (one group per image), which oneDNN computes about
-  // twice as fast as the batched matrix products at these sizes (docs/PERFORMANCE.md).
-  // Scores, transposed: s[b, j, i] = Σ_c (k[b,c,j]/√C) q[b,c,i] — k as the weights, q as an N×1 image of C channels.
-  auto weight = (k * scale).transpose(1, 2).reshape({B * N, C, 1, 1});
-  auto input = q.reshape({1, B * C, N, 1}).contiguous(at::MemoryFormat::ChannelsLast);
-  auto s = at::conv2d(input, weight, at::Tensor(), at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{1}, B);  // [1, B·N (b, j), N (i), 1]
-  auto p = at::softmax(s.reshape({B, N, N}), 1);        // over j
-  // out[b, c, i] = Σ_j v[b,c,j] p[b, j, i] — v as the weights, p as an N×1 image of N channels.
-  auto out = at::conv2d(p.reshape({1, B * N, N, 1}), v.reshape({B * C, N, 1, 1}), at::Tensor(), at::IntArrayRef{1},
-                        at::IntArrayRef{0}, at::IntArrayRef{1}, B);
-  return out.reshape({B, C, N});
+  // w[b, i, j] = softmax_j(q_i · k_j / √C); out_i = Σ_j w[i, j] v_j. (Running the two products as grouped 1×1
+  // convolutions was faster on one host and slower on another: docs/PERFORMANCE.md, change 2.)
+  auto w = at::softmax(at::bmm((q * scale).transpose(1, 2), k), -1);
+  if (!q.is_contiguous()) return at::bmm(w, v.transpose(1, 2)).transpose(1, 2);  // channels-last in, channels-last out
+  return at::bmm(v, w.transpose(1, 2));
 }
 
 LevelImpl::LevelImpl() {
@@ -207,7 +211,10 @@ at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Ten
   }
   auto act = F::silu(temb);  // every block applies SiLU before its projection of temb
 
-  std::vector<at::Tensor> hs = {conv_in(x)};
+  // On the CPU the activations run channels-last (NHWC): oneDNN's convolutions are faster so, and the fused
+  // GroupNorm keeps the layout (LibTorch's own GroupNorm is slow on it). docs/PERFORMANCE.md, change 4.
+  const bool nhwc = x.device().is_cpu() && x.scalar_type() == at::kFloat;
+  std::vector<at::Tensor> hs = {nhwc ? conv_in(x).contiguous(at::MemoryFormat::ChannelsLast) : conv_in(x)};
   for (size_t i = 0; i < down->size(); ++i) {
     auto& lv = *down[i]->as<LevelImpl>();
     for (size_t j = 0; j < lv.block->size(); ++j) {
@@ -234,7 +241,12 @@ at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Ten
       h = lv.resample(h);
     }
   }
-  return conv_out(F::silu(norm_out(h)));
+  return conv_out(norm_act(norm_out, h)).contiguous();  // NCHW out, whatever ran inside
+}
+
+void UNet::set_attention_precision(AttentionPrecision p) {
+  for (auto& m : modules(/*include_self=*/false))
+    if (auto* a = dynamic_cast<AttnBlockImpl*>(m.get())) a->precision = p;
 }
 
 nlohmann::json UNet::config() const { return options_.to_json(); }

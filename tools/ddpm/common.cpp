@@ -197,6 +197,7 @@ ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags
   ModelHandle h;
   h.diffusion = flags.merge_with(m.diffusion, "'" + spec + "'");
   h.network = m.network;
+  h.network->set_attention_precision(parse_attention_precision(global_options().attention));
   h.denoiser = as_denoiser(m.network);
   h.num_classes = m.network->num_classes();
   h.null_label = h.num_classes;

@@ -93,6 +93,7 @@ struct GlobalOptions {
   int threads = 0;
   bool quiet = false;
   int64_t zoom = 0;  ///< image grids: pixels per image pixel; 0 = 3 up to 32 px images, 2 up to 64, else 1
+  std::string attention = "fp32";  ///< attention precision of networks loaded by load_model_spec
 };
 GlobalOptions& global_options();
 

@@ -5,11 +5,20 @@
 #include <torch/nn/module.h>
 
 #include <memory>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "ddpm/diffusion.h"
 
 namespace ddpm {
+
+/// Arithmetic of a network's attention products (q·k and the softmax-weighted sum of v). fp32 is the exact path;
+/// bf16 runs both products and the softmax in bfloat16 (rounding of about 0.4% per score), several times faster on
+/// CPUs with AMX or AVX512-BF16; docs/PERFORMANCE.md measures its effect on FID and bits/dim.
+enum class AttentionPrecision { fp32, bf16 };
+
+/// "fp32" | "bf16"; throws InvalidArgument otherwise.
+AttentionPrecision parse_attention_precision(const std::string& name);
 
 class Network : public torch::nn::Module {
  public:
@@ -24,6 +33,8 @@ class Network : public torch::nn::Module {
   /// Shape of one data item, e.g. {2} for 2-D points.
   virtual std::vector<int64_t> item_shape() const = 0;
   int64_t num_parameters() const;
+  /// Networks without attention ignore it.
+  virtual void set_attention_precision(AttentionPrecision) {}
 };
 
 /// Builds a network from its config(); throws InvalidArgument for an unknown type or bad option.

@@ -49,13 +49,17 @@ class ResBlockImpl : public torch::nn::Module {
 TORCH_MODULE(ResBlock);
 
 /// Single-head attention of [B, C, N] queries, keys and values over the N positions: out_i = Σ_j softmax_j(q_i·k_j/√C) v_j.
-at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+/// With bf16 the products and the softmax run in bfloat16 and the result is returned in q's type. When q is a
+/// transposed view (memory [B, N, C], as channels-last activations give), so is the result.
+at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             AttentionPrecision precision = AttentionPrecision::fp32);
 
 /// Single-head self-attention over the spatial positions, 1×1 q/k/v, zero-initialised output projection.
 class AttnBlockImpl : public torch::nn::Module {
  public:
   AttnBlockImpl(int64_t channels, int64_t groups);
   at::Tensor forward(const at::Tensor& x);
+  AttentionPrecision precision = AttentionPrecision::fp32;
 
  private:
   torch::nn::GroupNorm norm{nullptr};
@@ -92,6 +96,7 @@ class UNet : public Network {
   }
   int64_t output_factor() const override { return options_.learn_sigma ? 2 : 1; }
   const UNetOptions& options() const { return options_; }
+  void set_attention_precision(AttentionPrecision p) override;
 
  private:
   UNetOptions options_;

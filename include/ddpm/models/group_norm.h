@@ -1,0 +1,15 @@
+// GroupNorm followed by SiLU in one pass over the activations (the U-Net applies SiLU after all but one of its
+// GroupNorms). Same result as at::silu(at::group_norm(x, groups, weight, bias, eps)) to float rounding, with gradients;
+// on the CPU for float tensors (NCHW or channels_last, kept as given) it runs fused kernels that read the input
+// once for the statistics and once for the output, and saves only the input for backward.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace ddpm {
+
+/// x: [N, C, *]; weight, bias: [C] (or undefined: 1 and 0). `silu` false gives plain GroupNorm.
+at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
+                           double eps, bool silu = true);
+
+}  // namespace ddpm

@@ -1,0 +1,215 @@
+#include "ddpm/models/group_norm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+#include <vector>
+
+#include "ddpm/errors.h"
+#include "group_norm_kernels.h"
+
+namespace ddpm {
+namespace {
+
+namespace K = kernels;
+
+// The fused kernels take float tensors on the CPU, contiguous NCHW (any trailing dims) or channels_last 4-D.
+bool fused_applies(const at::Tensor& x) {
+  return x.device().is_cpu() && x.scalar_type() == at::kFloat && x.layout() == at::kStrided && x.dim() >= 2 &&
+         (x.is_contiguous() || (x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)));
+}
+
+bool channels_last(const at::Tensor& x) { return !x.is_contiguous(); }  // given fused_applies(x)
+
+at::MemoryFormat format_of(const at::Tensor& x) {
+  return channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+struct Shape {
+  int64_t N, C, G, D, S;  // batch, channels, groups, channels per group, spatial positions
+};
+
+Shape shape_of(const at::Tensor& x, int64_t groups) {
+  const int64_t N = x.size(0), C = x.size(1);
+  return {N, C, groups, C / groups, N * C == 0 ? 0 : x.numel() / (N * C)};
+}
+
+// y = SiLU((x − μ)/σ · γ + β) (or without SiLU) with per-(n, g) mean and 1/σ ([N, G] float, kept for backward).
+// Each image group (NCHW) or image (channels_last) is normalised right after its statistics, while it is in cache.
+at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weight, const at::Tensor& bias, double eps,
+                     bool silu, at::Tensor& mean, at::Tensor& rstd) {
+  auto y = at::empty_like(x, format_of(x));
+  mean = at::empty({s.N, s.G}, x.options());
+  rstd = at::empty({s.N, s.G}, x.options());
+  const float *px = x.data_ptr<float>(), *pw = weight.data_ptr<float>(), *pbias = bias.data_ptr<float>();
+  float *py = y.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pr = rstd.data_ptr<float>();
+  const double M = static_cast<double>(s.D * s.S);
+  if (!channels_last(x)) {
+    const int64_t len = s.D * s.S;
+    at::parallel_for(0, s.N * s.G, std::max<int64_t>(1, 16384 / std::max<int64_t>(len, 1)), [&](int64_t b0, int64_t e) {
+      for (int64_t i = b0; i < e; ++i) {
+        const float* chunk = px + i * len;
+        const float m = static_cast<float>(K::sum(chunk, len) / M);
+        const float r = static_cast<float>(1.0 / std::sqrt(K::sum_sq_dev(chunk, len, m) / M + eps));
+        pm[i] = m;
+        pr[i] = r;
+        for (int64_t j = 0; j < s.D; ++j) {
+          const int64_t c = (i % s.G) * s.D + j;
+          const float a = r * pw[c];
+          K::affine_channel(chunk + j * s.S, py + i * len + j * s.S, s.S, a, pbias[c] - m * a, silu);
+        }
+      }
+    });
+    return y;
+  }
+  at::parallel_for(0, s.N, 1, [&](int64_t b0, int64_t e) {
+    std::vector<double> acc(s.C);
+    std::vector<float> dev(s.C), a(s.C), b(s.C);
+    for (int64_t n = b0; n < e; ++n) {
+      const float* xn = px + n * s.S * s.C;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      K::row_sums(xn, s.S, s.C, nullptr, acc.data());
+      for (int64_t g = 0; g < s.G; ++g) {
+        double t = 0;
+        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) t += acc[c];
+        pm[n * s.G + g] = static_cast<float>(t / M);
+        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) dev[c] = pm[n * s.G + g];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      K::row_sums(xn, s.S, s.C, dev.data(), acc.data());
+      for (int64_t g = 0; g < s.G; ++g) {
+        double t = 0;
+        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) t += acc[c];
+        const float r = static_cast<float>(1.0 / std::sqrt(t / M + eps));
+        pr[n * s.G + g] = r;
+        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) {
+          a[c] = r * pw[c];
+          b[c] = pbias[c] - dev[c] * a[c];
+        }
+      }
+      K::affine_rows(xn, py + n * s.S * s.C, s.S, s.C, a.data(), b.data(), silu);
+    }
+  });
+  return y;
+}
+
+// Gradients of normalize() for the input, γ and β.
+void backward_pass(const at::Tensor& x, const at::Tensor& dout_in, const Shape& s, const at::Tensor& weight,
+                   const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& rstd, bool silu, at::Tensor& dx,
+                   at::Tensor& dweight, at::Tensor& dbias) {
+  auto dout = dout_in.contiguous(format_of(x));
+  dx = at::empty_like(x, format_of(x));
+  auto sg = at::zeros({s.N, s.C}, x.options().dtype(at::kDouble));   // Σ g per (n, c)
+  auto sgx = at::zeros({s.N, s.C}, x.options().dtype(at::kDouble));  // Σ g (x − μ) per (n, c)
+  auto a = (rstd.repeat_interleave(s.D, 1) * weight.unsqueeze(0)).contiguous();
+  auto b = (bias.unsqueeze(0) - mean.repeat_interleave(s.D, 1) * a).contiguous();
+  const float *px = x.data_ptr<float>(), *pd = dout.data_ptr<float>(), *pa = a.data_ptr<float>(),
+              *pb = b.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pr = rstd.data_ptr<float>(),
+              *pw = weight.data_ptr<float>();
+  float* pdx = dx.data_ptr<float>();
+  double *psg = sg.data_ptr<double>(), *psgx = sgx.data_ptr<double>();
+  const double M = static_cast<double>(s.D * s.S);
+  // With g = ∂L/∂y (through SiLU) and x̂ = (x − μ)/σ:
+  //   ∂L/∂x = (1/σ)(γ_c g − (1/M) Σ_group γ g − x̂ (1/M) Σ_group γ g x̂) = k1 g + k2 x + k3 per channel.
+  auto coefficients = [&](int64_t n, int64_t grp, float* k1, float* k2, float* k3, int64_t stride) {
+    double A = 0, B = 0;
+    for (int64_t c = grp * s.D; c < (grp + 1) * s.D; ++c) {
+      A += pw[c] * psg[n * s.C + c];
+      B += pw[c] * psgx[n * s.C + c];
+    }
+    const double r = pr[n * s.G + grp], mu = pm[n * s.G + grp];
+    for (int64_t j = 0; j < s.D; ++j) {
+      const int64_t c = grp * s.D + j;
+      k1[j * stride] = static_cast<float>(r * pw[c]);
+      k2[j * stride] = static_cast<float>(-r * r * r * B / M);
+      k3[j * stride] = static_cast<float>(r * r * r * B / M * mu - r * A / M);
+    }
+  };
+  if (!channels_last(x)) {
+    at::parallel_for(0, s.N * s.G, 1, [&](int64_t b0, int64_t e) {
+      std::vector<float> k(3 * s.D);
+      for (int64_t i = b0; i < e; ++i) {
+        const int64_t n = i / s.G, grp = i % s.G;
+        for (int64_t c = grp * s.D; c < (grp + 1) * s.D; ++c) {
+          const int64_t off = (n * s.C + c) * s.S;
+          K::grad_channel(px + off, pd + off, pdx + off, s.S, pa[n * s.C + c], pb[n * s.C + c], pm[i], silu,
+                          psg + n * s.C + c, psgx + n * s.C + c);
+        }
+        coefficients(n, grp, k.data(), k.data() + 1, k.data() + 2, 3);
+        for (int64_t j = 0; j < s.D; ++j) {
+          const int64_t off = (n * s.C + grp * s.D + j) * s.S;
+          K::combine_channel(pdx + off, px + off, pdx + off, s.S, k[3 * j], k[3 * j + 1], k[3 * j + 2]);
+        }
+      }
+    });
+  } else {
+    at::parallel_for(0, s.N, 1, [&](int64_t b0, int64_t e) {
+      std::vector<float> meanc(s.C), k1(s.C), k2(s.C), k3(s.C);
+      for (int64_t n = b0; n < e; ++n) {
+        for (int64_t c = 0; c < s.C; ++c) meanc[c] = pm[n * s.G + c / s.D];
+        const int64_t off = n * s.S * s.C;
+        K::grad_rows(px + off, pd + off, pdx + off, s.S, s.C, pa + n * s.C, pb + n * s.C, meanc.data(), silu,
+                     psg + n * s.C, psgx + n * s.C);
+        for (int64_t grp = 0; grp < s.G; ++grp)
+          coefficients(n, grp, k1.data() + grp * s.D, k2.data() + grp * s.D, k3.data() + grp * s.D, 1);
+        K::combine_rows(pdx + off, px + off, pdx + off, s.S, s.C, k1.data(), k2.data(), k3.data());
+      }
+    });
+  }
+  // ∂L/∂β_c = Σ_n Σ g; ∂L/∂γ_c = Σ_n Σ g x̂ = Σ_n (1/σ_{n,g}) Σ g (x − μ).
+  dbias = sg.sum(0).to(at::kFloat);
+  dweight = (sgx * rstd.to(at::kDouble).repeat_interleave(s.D, 1)).sum(0).to(at::kFloat);
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct GroupNormSiLU : public torch::autograd::Function<GroupNormSiLU> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                            const at::Tensor& bias, double eps, bool silu) {
+    at::Tensor mean, rstd;
+    auto y = normalize(x, shape_of(x, groups), weight, bias, eps, silu, mean, rstd);
+    ctx->save_for_backward({x, weight, bias, mean, rstd});
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["silu"] = silu;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const Shape s = shape_of(x, ctx->saved_data["groups"].toInt());
+    at::Tensor dx, dweight, dbias;
+    backward_pass(x, grads[0], s, saved[1], saved[2], saved[3], saved[4], ctx->saved_data["silu"].toBool(), dx,
+                  dweight, dbias);
+    return {dx, at::Tensor(), dweight, dbias, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
+                           double eps, bool silu) {
+  if (x.dim() < 2 || groups < 1 || x.size(1) % groups != 0)
+    throw InvalidArgument("group_norm_silu: expected [N, C, ...] with C divisible by " + std::to_string(groups) +
+                          " groups, got " + std::string(c10::str(x.sizes())));
+  if (!fused_applies(x) || x.numel() == 0) {
+    auto y = at::group_norm(x, groups, weight, bias, eps);
+    return silu ? at::silu(y) : y;
+  }
+  const int64_t C = x.size(1);
+  const auto w = weight.defined() ? weight.contiguous() : at::ones({C}, x.options());
+  const auto b = bias.defined() ? bias.contiguous() : at::zeros({C}, x.options());
+  if (!w.device().is_cpu() || w.scalar_type() != at::kFloat || w.numel() != C || b.numel() != C)
+    throw InvalidArgument("group_norm_silu: weight and bias must be float tensors of " + std::to_string(C) + " values");
+  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad());
+  if (!grad) {
+    at::Tensor mean, rstd;
+    return normalize(x, shape_of(x, groups), w, b, eps, silu, mean, rstd);
+  }
+  return GroupNormSiLU::apply(x, groups, w, b, eps, silu);
+}
+
+}  // namespace ddpm

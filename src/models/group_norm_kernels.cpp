@@ -1,0 +1,138 @@
+#include "group_norm_kernels.h"
+
+#include <cmath>
+
+// One clone per instruction set on x86-64 (resolved once, at load time); plain code elsewhere.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DDPM_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define DDPM_CLONES
+#endif
+
+namespace ddpm::kernels {
+namespace {
+
+inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
+
+inline float silu_grad(float z) {
+  const float s = 1.0f / (1.0f + std::exp(-z));
+  return s * (1.0f + z * (1.0f - s));
+}
+
+}  // namespace
+
+DDPM_CLONES double sum(const float* x, int64_t n) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  return s;
+}
+
+DDPM_CLONES double sum_sq_dev(const float* x, int64_t n, float mean) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = x[i] - mean;
+    s += d * d;
+  }
+  return s;
+}
+
+DDPM_CLONES void row_sums(const float* x, int64_t rows, int64_t C, const float* dev, double* acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    if (dev == nullptr) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) acc[c] += xr[c];
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = xr[c] - dev[c];
+        acc[c] += d * d;
+      }
+    }
+  }
+}
+
+DDPM_CLONES void affine_channel(const float* x, float* y, int64_t n, float a, float b, bool use_silu) {
+  if (use_silu) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = silu(x[i] * a + b);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a + b;
+  }
+}
+
+DDPM_CLONES void affine_rows(const float* x, float* y, int64_t rows, int64_t C, const float* a, const float* b,
+                             bool use_silu) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    if (use_silu) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = silu(xr[c] * a[c] + b[c]);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * a[c] + b[c];
+    }
+  }
+}
+
+DDPM_CLONES void grad_channel(const float* x, const float* dout, float* g_out, int64_t n, float a, float b, float mean,
+                              bool use_silu, double* sg, double* sgx) {
+  double s0 = 0, s1 = 0;
+  if (use_silu) {
+#pragma omp simd reduction(+ : s0, s1)
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = dout[i] * silu_grad(x[i] * a + b);
+      g_out[i] = g;
+      s0 += g;
+      s1 += g * (x[i] - mean);
+    }
+  } else {
+#pragma omp simd reduction(+ : s0, s1)
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = dout[i];
+      g_out[i] = g;
+      s0 += g;
+      s1 += g * (x[i] - mean);
+    }
+  }
+  *sg += s0;
+  *sgx += s1;
+}
+
+DDPM_CLONES void grad_rows(const float* x, const float* dout, float* g_out, int64_t rows, int64_t C, const float* a,
+                           const float* b, const float* mean, bool use_silu, double* sg, double* sgx) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * C;
+    const float* dr = dout + r * C;
+    float* gr = g_out + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float g = use_silu ? dr[c] * silu_grad(xr[c] * a[c] + b[c]) : dr[c];
+      gr[c] = g;
+      sg[c] += g;
+      sgx[c] += g * (xr[c] - mean[c]);
+    }
+  }
+}
+
+DDPM_CLONES void combine_channel(const float* g, const float* x, float* dx, int64_t n, float k1, float k2, float k3) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dx[i] = k1 * g[i] + k2 * x[i] + k3;
+}
+
+DDPM_CLONES void combine_rows(const float* g, const float* x, float* dx, int64_t rows, int64_t C, const float* k1,
+                              const float* k2, const float* k3) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gr = g + r * C;
+    const float* xr = x + r * C;
+    float* dr = dx + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) dr[c] = k1[c] * gr[c] + k2[c] * xr[c] + k3[c];
+  }
+}
+
+}  // namespace ddpm::kernels

@@ -1,0 +1,36 @@
+// Inner loops of the fused GroupNorm(+SiLU) (group_norm.cpp), on raw float arrays. They live in their own translation
+// unit, compiled without torch headers and with flags that let the compiler vectorise exp (-fno-math-errno) and, on
+// x86-64, clone each loop for AVX-512 / AVX2 / baseline with the best chosen at load time.
+#pragma once
+
+#include <cstdint>
+
+namespace ddpm::kernels {
+
+/// Sum and sum of squared deviations from `mean` of x[0..n), accumulated in double.
+double sum(const float* x, int64_t n);
+double sum_sq_dev(const float* x, int64_t n, float mean);
+
+/// NHWC statistics: for each of `rows` rows of C values, acc[c] += x[r, c] (`dev` null) or acc[c] += (x[r, c] − dev[c])².
+void row_sums(const float* x, int64_t rows, int64_t C, const float* dev, double* acc);
+
+/// y = x·a + b, then SiLU (y·σ(y)) when `silu`: one channel (n contiguous values) with scalars a, b.
+void affine_channel(const float* x, float* y, int64_t n, float a, float b, bool silu);
+/// The same over `rows` rows of C channels with per-channel a[c], b[c].
+void affine_rows(const float* x, float* y, int64_t rows, int64_t C, const float* a, const float* b, bool silu);
+
+/// Backward, first pass, one channel: z = x·a + b; g = dout·SiLU'(z) (or dout); writes g to `g_out` and adds Σg and
+/// Σ g·(x − mean) to *sg and *sgx.
+void grad_channel(const float* x, const float* dout, float* g_out, int64_t n, float a, float b, float mean, bool silu,
+                  double* sg, double* sgx);
+/// The same over rows with per-channel a, b, mean; sg[c], sgx[c] accumulate.
+void grad_rows(const float* x, const float* dout, float* g_out, int64_t rows, int64_t C, const float* a,
+               const float* b, const float* mean, bool silu, double* sg, double* sgx);
+
+/// dx = k1·g + k2·x + k3 (may run in place on g), one channel with scalars.
+void combine_channel(const float* g, const float* x, float* dx, int64_t n, float k1, float k2, float k3);
+/// The same over rows with per-channel k1[c], k2[c], k3[c].
+void combine_rows(const float* g, const float* x, float* dx, int64_t rows, int64_t C, const float* k1, const float* k2,
+                  const float* k3);
+
+}  // namespace ddpm::kernels
