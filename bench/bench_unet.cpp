@@ -3,12 +3,17 @@
 //
 //   build/bench/bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] [--json FILE]
 //                          [--no-reference] [--scaling]
+//   build/bench/bench_unet --group-norm                     GroupNorm+SiLU: LibTorch's ops against the fused kernel
+//   build/bench/bench_unet --config C --profile TRACE.json [--bf16 | --train]
+//                          LibTorch profiler trace of sampling forwards (or training steps);
+//                          summarise with bench/profile_summary.py
 //
 // Every figure is a best-of-repeats wall time; the ratios compare runs made minutes apart on the same machine.
 #include <ATen/ATen.h>
 #include <torch/utils.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,8 +30,8 @@
 
 #include "ddpm/compat.h"
 #include "ddpm/io/checkpoint.h"
-#include "ddpm/models/group_norm.h"
 #include "ddpm/io/npy.h"
+#include "ddpm/models/group_norm.h"
 #include "ddpm/models/unet.h"
 #include "ddpm/models/unet_cost.h"
 #include "ddpm/samplers.h"
@@ -237,6 +242,42 @@ void bench_group_norm(int reps) {
   }
 }
 
+/// Chrome trace of two training steps (forward, backward, clip, Adam, EMA through Trainer) under LibTorch's profiler.
+void profile_training(const Config& c, const std::string& path) {
+  torch::manual_seed(0);
+  auto net = std::make_shared<ddpm::UNet>(c.unet);
+  const int64_t B = c.batch_train, side = c.unet.image_size;
+  auto data = at::rand({B * 4, c.unet.in_channels, side, side}) * 2 - 1;
+  at::Tensor labels;
+  if (c.unet.num_classes > 0) labels = at::randint(0, c.unet.num_classes, {B * 4}, at::TensorOptions().dtype(at::kLong));
+  ddpm::TrainConfig tc;
+  tc.batch = B;
+  tc.steps = 1 << 30;
+  tc.ema_decay = 0.9999;
+  tc.label_dropout = c.unet.num_classes > 0 ? 0.1 : 0.0;
+  ddpm::Trainer trainer(net, ddpm::DiffusionConfig(), tc, data, labels, ddpm::Decoder::discrete);
+  trainer.step();  // warm-up
+  torch::autograd::profiler::RecordProfile profile(path);
+  for (int i = 0; i < 2; ++i) trainer.step();
+}
+
+/// Chrome trace of three sampling forwards (batch of the config) under LibTorch's profiler; `precision` as given.
+void profile_sampling(const Config& c, const std::string& path, ddpm::AttentionPrecision precision) {
+  torch::manual_seed(0);
+  auto net = std::make_shared<ddpm::UNet>(c.unet);
+  net->eval();
+  net->set_attention_precision(precision);
+  const int64_t B = c.batch_sample, side = c.unet.image_size;
+  auto x = at::randn({B, c.unet.in_channels, side, side});
+  auto t = at::full({B}, 500, at::TensorOptions().dtype(at::kLong));
+  at::Tensor y;
+  if (c.unet.num_classes > 0) y = at::randint(0, c.unet.num_classes, {B}, at::TensorOptions().dtype(at::kLong));
+  c10::InferenceMode guard;
+  net->forward(x, t, y);  // warm-up
+  torch::autograd::profiler::RecordProfile profile(path);
+  for (int i = 0; i < 3; ++i) net->forward(x, t, y);
+}
+
 /// Peak resident memory of this process (Linux VmHWM).
 double peak_rss_mib() {
   std::FILE* f = std::fopen("/proc/self/status", "r");
@@ -356,7 +397,8 @@ int main(int argc, char** argv) {
   std::string which = "all", json_path;
   int iters = 5, threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   bool reference = true, scaling = false;
-  std::string point;
+  std::string point, profile;
+  bool bf16 = false, train = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -374,9 +416,12 @@ int main(int argc, char** argv) {
     else if (a == "--scaling") scaling = true;
     else if (a == "--point") point = next();
     else if (a == "--group-norm") which = "group-norm";
+    else if (a == "--profile") profile = next();
+    else if (a == "--bf16") bf16 = true;
+    else if (a == "--train") train = true;
     else {
       std::cerr << "usage: bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] "
-                   "[--json FILE] [--no-reference] [--scaling] [--group-norm]\n";
+                   "[--json FILE] [--no-reference] [--scaling] [--group-norm] [--profile TRACE.json [--bf16 | --train]]\n";
       return a == "--help" ? 0 : 2;
     }
   }
@@ -385,6 +430,17 @@ int main(int argc, char** argv) {
   if (which == "group-norm") {
     bench_group_norm(iters);
     return 0;
+  }
+  if (!profile.empty()) {
+    for (const auto& c : configs())
+      if (c.name == which) {
+        if (train)
+          profile_training(c, profile);
+        else
+          profile_sampling(c, profile, bf16 ? ddpm::AttentionPrecision::bf16 : ddpm::AttentionPrecision::fp32);
+        return 0;
+      }
+    return 2;
   }
   if (!point.empty()) {
     for (const auto& c : configs())

@@ -89,6 +89,33 @@ TEST(GroupNorm, LargeOffsetsAndOtherShapes) {
   }
 }
 
+TEST(GroupNorm, AShiftIsAddedAtEveryPositionBeforeNormalising) {
+  // GroupNorm(x + e[:, :, None, None]) with e per (image, channel), as the U-Net adds its timestep embedding;
+  // values and the gradients of x, γ, β and e against the same written out in double.
+  auto g = gen(4);
+  for (bool cl : {false, true}) {
+    auto x = at::randn({3, 8, 6, 5}, g), w = at::randn({8}, g), b = at::randn({8}, g), e = at::randn({3, 8}, g) * 3;
+    auto up = at::randn({3, 8, 6, 5}, g);
+    auto xf = (cl ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.clone()).requires_grad_(true);
+    auto wf = w.clone().requires_grad_(true), bf = b.clone().requires_grad_(true), ef = e.clone().requires_grad_(true);
+    auto yf = group_norm_silu(xf, 2, wf, bf, 1e-6, true, ef);
+    auto gf = torch::autograd::grad({(yf * up).sum()}, {xf, wf, bf, ef});
+    auto xd = x.to(at::kDouble).requires_grad_(true), wd = w.to(at::kDouble).requires_grad_(true);
+    auto bd = b.to(at::kDouble).requires_grad_(true), ed = e.to(at::kDouble).requires_grad_(true);
+    auto yd = reference(xd + ed.reshape({3, 8, 1, 1}), 2, wd, bd, 1e-6, true);
+    auto gd = torch::autograd::grad({(yd * up.to(at::kDouble)).sum()}, {xd, wd, bd, ed});
+    SCOPED_TRACE(cl ? "channels_last" : "nchw");
+    EXPECT_LT(rel_err(yf.detach(), yd.detach()), 2e-5);
+    for (size_t i = 0; i < 4; ++i) EXPECT_LT(rel_err(gf[i], gd[i]), 2e-5) << "gradient " << i;
+    {
+      c10::InferenceMode guard;
+      EXPECT_LT(rel_err(group_norm_silu(x, 2, w, b, 1e-6, true, e), yd.detach()), 2e-5);
+    }
+  }
+  auto x = at::randn({3, 8, 6, 5}, g);
+  EXPECT_THROW(group_norm_silu(x, 2, at::Tensor(), at::Tensor(), 1e-6, true, at::zeros({3, 4})), InvalidArgument);
+}
+
 TEST(GroupNorm, InferencePathsAndFallbackAgree) {
   auto g = gen(3);
   auto x = at::randn({2, 8, 9, 9}, g), w = at::randn({8}, g), b = at::randn({8}, g);

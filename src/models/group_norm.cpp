@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
@@ -38,27 +39,34 @@ Shape shape_of(const at::Tensor& x, int64_t groups) {
 
 // y = SiLU((x − μ)/σ · γ + β) (or without SiLU) with per-(n, g) mean and 1/σ ([N, G] float, kept for backward).
 // Each image group (NCHW) or image (channels_last) is normalised right after its statistics, while it is in cache.
-at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weight, const at::Tensor& bias, double eps,
-                     bool silu, at::Tensor& mean, at::Tensor& rstd) {
+at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weight, const at::Tensor& bias,
+                     const at::Tensor& shift, double eps, bool silu, at::Tensor& mean, at::Tensor& rstd) {
   auto y = at::empty_like(x, format_of(x));
   mean = at::empty({s.N, s.G}, x.options());
   rstd = at::empty({s.N, s.G}, x.options());
-  const float *px = x.data_ptr<float>(), *pw = weight.data_ptr<float>(), *pbias = bias.data_ptr<float>();
+  const float *px = x.data_ptr<float>(), *pw = weight.data_ptr<float>(), *pbias = bias.data_ptr<float>(),
+              *pe = shift.data_ptr<float>();
   float *py = y.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pr = rstd.data_ptr<float>();
   const double M = static_cast<double>(s.D * s.S);
   if (!channels_last(x)) {
     const int64_t len = s.D * s.S;
     at::parallel_for(0, s.N * s.G, std::max<int64_t>(1, 16384 / std::max<int64_t>(len, 1)), [&](int64_t b0, int64_t e) {
       for (int64_t i = b0; i < e; ++i) {
+        // The group's channels are x + shift[n, c]: sums over x, the shift added per channel.
         const float* chunk = px + i * len;
-        const float m = static_cast<float>(K::sum(chunk, len) / M);
-        const float r = static_cast<float>(1.0 / std::sqrt(K::sum_sq_dev(chunk, len, m) / M + eps));
+        const float* ei = pe + (i / s.G) * s.C + (i % s.G) * s.D;
+        double total = 0;
+        for (int64_t j = 0; j < s.D; ++j) total += K::sum(chunk + j * s.S, s.S) + static_cast<double>(s.S) * ei[j];
+        const float m = static_cast<float>(total / M);
+        double ss = 0;
+        for (int64_t j = 0; j < s.D; ++j) ss += K::sum_sq_dev(chunk + j * s.S, s.S, m - ei[j]);
+        const float r = static_cast<float>(1.0 / std::sqrt(ss / M + eps));
         pm[i] = m;
         pr[i] = r;
         for (int64_t j = 0; j < s.D; ++j) {
           const int64_t c = (i % s.G) * s.D + j;
           const float a = r * pw[c];
-          K::affine_channel(chunk + j * s.S, py + i * len + j * s.S, s.S, a, pbias[c] - m * a, silu);
+          K::affine_channel(chunk + j * s.S, py + i * len + j * s.S, s.S, a, pbias[c] + (ei[j] - m) * a, silu);
         }
       }
     });
@@ -69,13 +77,14 @@ at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weig
     std::vector<float> dev(s.C), a(s.C), b(s.C);
     for (int64_t n = b0; n < e; ++n) {
       const float* xn = px + n * s.S * s.C;
+      const float* en = pe + n * s.C;
       std::fill(acc.begin(), acc.end(), 0.0);
       K::row_sums(xn, s.S, s.C, nullptr, acc.data());
       for (int64_t g = 0; g < s.G; ++g) {
         double t = 0;
-        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) t += acc[c];
+        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) t += acc[c] + static_cast<double>(s.S) * en[c];
         pm[n * s.G + g] = static_cast<float>(t / M);
-        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) dev[c] = pm[n * s.G + g];
+        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) dev[c] = pm[n * s.G + g] - en[c];  // x − dev = x + e − μ
       }
       std::fill(acc.begin(), acc.end(), 0.0);
       K::row_sums(xn, s.S, s.C, dev.data(), acc.data());
@@ -86,7 +95,7 @@ at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weig
         pr[n * s.G + g] = r;
         for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) {
           a[c] = r * pw[c];
-          b[c] = pbias[c] - dev[c] * a[c];
+          b[c] = pbias[c] - dev[c] * a[c];  // β + (e − μ) a
         }
       }
       K::affine_rows(xn, py + n * s.S * s.C, s.S, s.C, a.data(), b.data(), silu);
@@ -97,34 +106,37 @@ at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weig
 
 // Gradients of normalize() for the input, γ and β.
 void backward_pass(const at::Tensor& x, const at::Tensor& dout_in, const Shape& s, const at::Tensor& weight,
-                   const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& rstd, bool silu, at::Tensor& dx,
-                   at::Tensor& dweight, at::Tensor& dbias) {
+                   const at::Tensor& bias, const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& rstd,
+                   bool silu, at::Tensor& dx, at::Tensor& dweight, at::Tensor& dbias) {
   auto dout = dout_in.contiguous(format_of(x));
   dx = at::empty_like(x, format_of(x));
   auto sg = at::zeros({s.N, s.C}, x.options().dtype(at::kDouble));   // Σ g per (n, c)
   auto sgx = at::zeros({s.N, s.C}, x.options().dtype(at::kDouble));  // Σ g (x − μ) per (n, c)
   auto a = (rstd.repeat_interleave(s.D, 1) * weight.unsqueeze(0)).contiguous();
-  auto b = (bias.unsqueeze(0) - mean.repeat_interleave(s.D, 1) * a).contiguous();
+  // Per (n, c): the mean as seen from x (μ − e), so that x − it = x + e − μ; and b = β + (e − μ) a.
+  auto meanc = (mean.repeat_interleave(s.D, 1) - shift).contiguous();
+  auto b = (bias.unsqueeze(0) - meanc * a).contiguous();
   const float *px = x.data_ptr<float>(), *pd = dout.data_ptr<float>(), *pa = a.data_ptr<float>(),
-              *pb = b.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pr = rstd.data_ptr<float>(),
+              *pb = b.data_ptr<float>(), *pmc = meanc.data_ptr<float>(), *pr = rstd.data_ptr<float>(),
               *pw = weight.data_ptr<float>();
   float* pdx = dx.data_ptr<float>();
   double *psg = sg.data_ptr<double>(), *psgx = sgx.data_ptr<double>();
   const double M = static_cast<double>(s.D * s.S);
   // With g = ∂L/∂y (through SiLU) and x̂ = (x − μ)/σ:
-  //   ∂L/∂x = (1/σ)(γ_c g − (1/M) Σ_group γ g − x̂ (1/M) Σ_group γ g x̂) = k1 g + k2 x + k3 per channel.
+  //   ∂L/∂x = (1/σ)(γ_c g − (1/M) Σ_group γ g − x̂ (1/M) Σ_group γ g x̂) = k1 g + k2 x + k3 per channel
+  // (x̂ = (x − (μ − e_c))/σ, so k3 carries the channel's μ − e_c).
   auto coefficients = [&](int64_t n, int64_t grp, float* k1, float* k2, float* k3, int64_t stride) {
     double A = 0, B = 0;
     for (int64_t c = grp * s.D; c < (grp + 1) * s.D; ++c) {
       A += pw[c] * psg[n * s.C + c];
       B += pw[c] * psgx[n * s.C + c];
     }
-    const double r = pr[n * s.G + grp], mu = pm[n * s.G + grp];
+    const double r = pr[n * s.G + grp];
     for (int64_t j = 0; j < s.D; ++j) {
       const int64_t c = grp * s.D + j;
       k1[j * stride] = static_cast<float>(r * pw[c]);
       k2[j * stride] = static_cast<float>(-r * r * r * B / M);
-      k3[j * stride] = static_cast<float>(r * r * r * B / M * mu - r * A / M);
+      k3[j * stride] = static_cast<float>(r * r * r * B / M * pmc[n * s.C + c] - r * A / M);
     }
   };
   if (!channels_last(x)) {
@@ -134,8 +146,8 @@ void backward_pass(const at::Tensor& x, const at::Tensor& dout_in, const Shape& 
         const int64_t n = i / s.G, grp = i % s.G;
         for (int64_t c = grp * s.D; c < (grp + 1) * s.D; ++c) {
           const int64_t off = (n * s.C + c) * s.S;
-          K::grad_channel(px + off, pd + off, pdx + off, s.S, pa[n * s.C + c], pb[n * s.C + c], pm[i], silu,
-                          psg + n * s.C + c, psgx + n * s.C + c);
+          K::grad_channel(px + off, pd + off, pdx + off, s.S, pa[n * s.C + c], pb[n * s.C + c], pmc[n * s.C + c],
+                          silu, psg + n * s.C + c, psgx + n * s.C + c);
         }
         coefficients(n, grp, k.data(), k.data() + 1, k.data() + 2, 3);
         for (int64_t j = 0; j < s.D; ++j) {
@@ -146,11 +158,10 @@ void backward_pass(const at::Tensor& x, const at::Tensor& dout_in, const Shape& 
     });
   } else {
     at::parallel_for(0, s.N, 1, [&](int64_t b0, int64_t e) {
-      std::vector<float> meanc(s.C), k1(s.C), k2(s.C), k3(s.C);
+      std::vector<float> k1(s.C), k2(s.C), k3(s.C);
       for (int64_t n = b0; n < e; ++n) {
-        for (int64_t c = 0; c < s.C; ++c) meanc[c] = pm[n * s.G + c / s.D];
         const int64_t off = n * s.S * s.C;
-        K::grad_rows(px + off, pd + off, pdx + off, s.S, s.C, pa + n * s.C, pb + n * s.C, meanc.data(), silu,
+        K::grad_rows(px + off, pd + off, pdx + off, s.S, s.C, pa + n * s.C, pb + n * s.C, pmc + n * s.C, silu,
                      psg + n * s.C, psgx + n * s.C);
         for (int64_t grp = 0; grp < s.G; ++grp)
           coefficients(n, grp, k1.data() + grp * s.D, k2.data() + grp * s.D, k3.data() + grp * s.D, 1);
@@ -168,10 +179,10 @@ using torch::autograd::variable_list;
 
 struct GroupNormSiLU : public torch::autograd::Function<GroupNormSiLU> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t groups, const at::Tensor& weight,
-                            const at::Tensor& bias, double eps, bool silu) {
+                            const at::Tensor& bias, const at::Tensor& shift, double eps, bool silu) {
     at::Tensor mean, rstd;
-    auto y = normalize(x, shape_of(x, groups), weight, bias, eps, silu, mean, rstd);
-    ctx->save_for_backward({x, weight, bias, mean, rstd});
+    auto y = normalize(x, shape_of(x, groups), weight, bias, shift, eps, silu, mean, rstd);
+    ctx->save_for_backward({x, weight, bias, shift, mean, rstd});
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["silu"] = silu;
     return y;
@@ -182,21 +193,36 @@ struct GroupNormSiLU : public torch::autograd::Function<GroupNormSiLU> {
     const auto& x = saved[0];
     const Shape s = shape_of(x, ctx->saved_data["groups"].toInt());
     at::Tensor dx, dweight, dbias;
-    backward_pass(x, grads[0], s, saved[1], saved[2], saved[3], saved[4], ctx->saved_data["silu"].toBool(), dx,
-                  dweight, dbias);
-    return {dx, at::Tensor(), dweight, dbias, at::Tensor(), at::Tensor()};
+    backward_pass(x, grads[0], s, saved[1], saved[2], saved[3], saved[4], saved[5], ctx->saved_data["silu"].toBool(),
+                  dx, dweight, dbias);
+    // ∂L/∂e[n, c] = Σ over the positions of ∂L/∂x[n, c, ·].
+    std::vector<int64_t> positions(x.dim() - 2);
+    for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int64_t>(i) + 2;
+    auto dshift = saved[3].requires_grad() ? dx.sum(positions) : at::Tensor();
+    return {dx, at::Tensor(), dweight, dbias, dshift, at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
-                           double eps, bool silu) {
+                           double eps, bool silu, const at::Tensor& shift) {
+  RECORD_FUNCTION("ddpm::group_norm_silu", std::vector<c10::IValue>());
   if (x.dim() < 2 || groups < 1 || x.size(1) % groups != 0)
     throw InvalidArgument("group_norm_silu: expected [N, C, ...] with C divisible by " + std::to_string(groups) +
                           " groups, got " + std::string(c10::str(x.sizes())));
-  if (!fused_applies(x) || x.numel() == 0) {
-    auto y = at::group_norm(x, groups, weight, bias, eps);
+  if (shift.defined() && (shift.dim() != 2 || shift.size(0) != x.size(0) || shift.size(1) != x.size(1)))
+    throw InvalidArgument("group_norm_silu: shift must be [N, C] = [" + std::to_string(x.size(0)) + ", " +
+                          std::to_string(x.size(1)) + "], got " + std::string(c10::str(shift.sizes())));
+  if (!fused_applies(x) || x.numel() == 0 || (shift.defined() && shift.scalar_type() != at::kFloat)) {
+    auto xs = x;
+    if (shift.defined()) {
+      std::vector<int64_t> shape(x.dim(), 1);
+      shape[0] = x.size(0);
+      shape[1] = x.size(1);
+      xs = x + shift.reshape(shape);
+    }
+    auto y = at::group_norm(xs, groups, weight, bias, eps);
     return silu ? at::silu(y) : y;
   }
   const int64_t C = x.size(1);
@@ -204,12 +230,14 @@ at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor
   const auto b = bias.defined() ? bias.contiguous() : at::zeros({C}, x.options());
   if (!w.device().is_cpu() || w.scalar_type() != at::kFloat || w.numel() != C || b.numel() != C)
     throw InvalidArgument("group_norm_silu: weight and bias must be float tensors of " + std::to_string(C) + " values");
-  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad());
+  const auto e = shift.defined() ? shift.contiguous() : at::zeros({x.size(0), C}, x.options());
+  const bool grad = at::GradMode::is_enabled() &&
+                    (x.requires_grad() || w.requires_grad() || b.requires_grad() || e.requires_grad());
   if (!grad) {
     at::Tensor mean, rstd;
-    return normalize(x, shape_of(x, groups), w, b, eps, silu, mean, rstd);
+    return normalize(x, shape_of(x, groups), w, b, e, eps, silu, mean, rstd);
   }
-  return GroupNormSiLU::apply(x, groups, w, b, eps, silu);
+  return GroupNormSiLU::apply(x, groups, w, b, e, eps, silu);
 }
 
 }  // namespace ddpm

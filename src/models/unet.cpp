@@ -46,8 +46,9 @@ torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
 }
 
 // The module's GroupNorm, then SiLU, in one fused pass (group_norm.h).
-at::Tensor norm_act(const torch::nn::GroupNorm& norm, const at::Tensor& x, bool silu = true) {
-  return group_norm_silu(x, norm->options.num_groups(), norm->weight, norm->bias, norm->options.eps(), silu);
+at::Tensor norm_act(const torch::nn::GroupNorm& norm, const at::Tensor& x, bool silu = true,
+                    const at::Tensor& shift = {}) {
+  return group_norm_silu(x, norm->options.num_groups(), norm->weight, norm->bias, norm->options.eps(), silu, shift);
 }
 
 }  // namespace
@@ -93,8 +94,8 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, 
 
 at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb_act) {
   auto h = conv1(norm_act(norm1, x));
-  h = h + temb_proj(temb_act).unsqueeze(-1).unsqueeze(-1);
-  h = conv2(dropout(norm_act(norm2, h)));
+  // h + Dense(temb) goes only into norm2, which adds it itself.
+  h = conv2(dropout(norm_act(norm2, h, true, temb_proj(temb_act))));
   return (nin_shortcut ? nin_shortcut(x) : x) + h;
 }
 

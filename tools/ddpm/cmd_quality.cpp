@@ -183,7 +183,8 @@ void run_quality(QualityArgs& a, const std::string& what) {
     bar.finish();
     char eta[32] = "";
     if (a.sampler == "ddim" && a.eta != 0) std::snprintf(eta, sizeof eta, ", eta %g", a.eta);
-    source = a.model + " (" + a.sampler + eta + ", " + std::to_string(steps) + " steps)";
+    source = a.model + " (" + a.sampler + eta + ", " + std::to_string(steps) + " steps" +
+             (global_options().attention == "bf16" ? ", bf16 attention" : "") + ")";
   } else {
     x = load_images(a.samples, a.num);
     source = a.samples;

@@ -8,8 +8,10 @@
 
 namespace ddpm {
 
-/// x: [N, C, *]; weight, bias: [C] (or undefined: 1 and 0). `silu` false gives plain GroupNorm.
+/// x: [N, C, *]; weight, bias: [C] (or undefined: 1 and 0). `silu` false gives plain GroupNorm. `shift` ([N, C], or
+/// undefined) is added to x at every position before normalising — GroupNorm(x + shift[:, :, None, None]) — without
+/// materialising the sum (the U-Net's timestep-embedding add); gradients flow to it too.
 at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
-                           double eps, bool silu = true);
+                           double eps, bool silu = true, const at::Tensor& shift = {});
 
 }  // namespace ddpm
