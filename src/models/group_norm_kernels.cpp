@@ -12,6 +12,16 @@
 namespace ddpm::kernels {
 namespace {
 
+// MurmurHash3's 32-bit finaliser: every input bit affects every output bit.
+inline uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
 inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
 
 inline float silu_grad(float z) {
@@ -132,6 +142,17 @@ DDPM_CLONES void combine_rows(const float* g, const float* x, float* dx, int64_t
     float* dr = dx + r * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) dr[c] = k1[c] * gr[c] + k2[c] * xr[c] + k3[c];
+  }
+}
+
+DDPM_CLONES void dropout(const float* x, float* y, int64_t begin, int64_t n, uint64_t seed, uint64_t keep_threshold,
+                         float scale) {
+  const uint32_t s1 = static_cast<uint32_t>(seed), s2 = static_cast<uint32_t>(seed >> 32);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t k = static_cast<uint64_t>(begin + i);
+    const uint32_t h = fmix32(fmix32(static_cast<uint32_t>(k) * 0x9e3779b1u ^ s1) ^ s2 ^ static_cast<uint32_t>(k >> 32));
+    y[i] = static_cast<uint64_t>(h) < keep_threshold ? x[i] * scale : 0.0f;
   }
 }
 

@@ -33,4 +33,9 @@ void combine_channel(const float* g, const float* x, float* dx, int64_t n, float
 void combine_rows(const float* g, const float* x, float* dx, int64_t rows, int64_t C, const float* k1, const float* k2,
                   const float* k3);
 
+/// Inverted dropout on elements [begin, begin + n) of a tensor (x and y point at element `begin`): element i is kept
+/// when a counter-based hash of (i, seed) is below `keep_threshold` (= keep probability · 2³²) and then scaled by
+/// `scale`; dropped elements are 0. The same (seed, i) always gives the same decision, so backward regenerates the mask.
+void dropout(const float* x, float* y, int64_t begin, int64_t n, uint64_t seed, uint64_t keep_threshold, float scale);
+
 }  // namespace ddpm::kernels
