@@ -111,6 +111,21 @@ TEST(Cli, BadInputGivesOneLineAndNonZeroExit) {
   expect_one_line_error("sample -m gmm:8gaussians --sampler langevin --langevin-steps 0", "step per level");
   expect_one_line_error("sample -m gmm:8gaussians --sampler langevin --langevin-scale -1", "step scale");
   expect_one_line_error("nll -m gaussian:dim=3 --data toy:moons", "dimensions");
+  expect_one_line_error("--attention-precision fp16 sample -m gmm:8gaussians", "fp16");
+}
+
+TEST(Cli, Bf16AttentionSamplesTheShippedModelToBfloat16Rounding) {
+  // The same seeds through fp32 and bf16 attention: close (the products round at 2^-9) but not identical.
+  const std::string d = dir(), model = std::string(DDPM_SOURCE_DIR) + "/models/fashion-mnist.safetensors";
+  const std::string args = " sample -q -m " + model + " --sampler ddim --steps 5 -n 2 --class 3 --seed 1 -o ";
+  auto a = run("--attention-precision fp32" + args + d + "/fp32.npy");
+  auto b = run("--attention-precision bf16" + args + d + "/bf16.npy");
+  ASSERT_EQ(a.code, 0) << a.output;
+  ASSERT_EQ(b.code, 0) << b.output;
+  auto x = ddpm::read_npy(d + "/fp32.npy"), y = ddpm::read_npy(d + "/bf16.npy");
+  const double diff = (x - y).abs().max().item<double>();
+  EXPECT_GT(diff, 0.0);
+  EXPECT_LT(diff, 0.05);  // images in [-1, 1]
 }
 
 TEST(Cli, CheckpointRefusesContradictingSettings) {

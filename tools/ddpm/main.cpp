@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", g.threads, "CPU threads (default: all cores, shared among LOCAL_WORLD_SIZE processes)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet,-q", g.quiet, "no progress display");
   app.add_option("--zoom", g.zoom, "image grids: screen pixels per image pixel (0 = automatic: 3 for images up to 32 px, 2 up to 64, else 1)")->check(CLI::Range(0, 16))->capture_default_str();
-  app.add_option("--attention", g.attention,
+  app.add_option("--attention-precision", g.attention,
                  "precision of a saved model's attention products: fp32 (exact) or bf16 (bfloat16, several times faster "
                  "on CPUs with AMX/AVX512-BF16; FID and bits/dim unchanged within noise, docs/PERFORMANCE.md)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
