@@ -97,6 +97,22 @@ std::string run_capture(const std::string& cmd) {
   return out;
 }
 
+/// The library's Trainer on `net` with random images in [-1, 1] (4 batches) and random labels for conditional nets:
+/// the training step every measurement here times (forward, backward, clip, Adam, EMA).
+std::unique_ptr<ddpm::Trainer> bench_trainer(std::shared_ptr<ddpm::UNet> net, int64_t batch) {
+  const auto& o = net->options();
+  auto data = at::rand({batch * 4, o.in_channels, o.image_size, o.image_size}) * 2 - 1;
+  at::Tensor labels;
+  if (o.num_classes > 0) labels = at::randint(0, o.num_classes, {batch * 4}, at::TensorOptions().dtype(at::kLong));
+  ddpm::TrainConfig tc;
+  tc.batch = batch;
+  tc.steps = 1 << 30;
+  tc.lr = 2e-4;
+  tc.ema_decay = 0.9999;
+  tc.label_dropout = o.num_classes > 0 ? 0.1 : 0.0;
+  return std::make_unique<ddpm::Trainer>(net, ddpm::DiffusionConfig(), tc, data, labels, ddpm::Decoder::discrete);
+}
+
 nlohmann::json bench_config(const Config& c, int iters, int threads, bool reference) {
   nlohmann::json r = {{"config", c.name}, {"threads", threads}};
   const auto cost = ddpm::unet_cost(c.unet, c.unet.image_size);
@@ -134,21 +150,11 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
   // Training step (forward, backward, clip, Adam, EMA) through the library's Trainer.
   {
     torch::manual_seed(0);
-    auto net = std::make_shared<ddpm::UNet>(c.unet);
-    const int64_t B = c.batch_train, side = c.unet.image_size;
-    auto data = at::rand({B * 4, c.unet.in_channels, side, side}) * 2 - 1;
-    at::Tensor labels;
-    if (c.unet.num_classes > 0) labels = at::randint(0, c.unet.num_classes, {B * 4}, at::TensorOptions().dtype(at::kLong));
-    ddpm::TrainConfig tc;
-    tc.batch = B;
-    tc.steps = 1 << 30;
-    tc.lr = 2e-4;
-    tc.ema_decay = 0.9999;
-    tc.label_dropout = c.unet.num_classes > 0 ? 0.1 : 0.0;
-    ddpm::Trainer trainer(net, ddpm::DiffusionConfig(), tc, data, labels, ddpm::Decoder::discrete);
-    trainer.step();  // warm-up
+    const int64_t B = c.batch_train;
+    auto trainer = bench_trainer(std::make_shared<ddpm::UNet>(c.unet), B);
+    trainer->step();  // warm-up
     auto t0 = Clock::now();
-    for (int i = 0; i < iters; ++i) trainer.step();
+    for (int i = 0; i < iters; ++i) trainer->step();
     const double img_s = iters * B / seconds_since(t0);
     r["train_img_per_s"] = img_s;
     std::cerr << "  train " << img_s << " img/s\n";
@@ -245,20 +251,10 @@ void bench_group_norm(int reps) {
 /// Chrome trace of two training steps (forward, backward, clip, Adam, EMA through Trainer) under LibTorch's profiler.
 void profile_training(const Config& c, const std::string& path) {
   torch::manual_seed(0);
-  auto net = std::make_shared<ddpm::UNet>(c.unet);
-  const int64_t B = c.batch_train, side = c.unet.image_size;
-  auto data = at::rand({B * 4, c.unet.in_channels, side, side}) * 2 - 1;
-  at::Tensor labels;
-  if (c.unet.num_classes > 0) labels = at::randint(0, c.unet.num_classes, {B * 4}, at::TensorOptions().dtype(at::kLong));
-  ddpm::TrainConfig tc;
-  tc.batch = B;
-  tc.steps = 1 << 30;
-  tc.ema_decay = 0.9999;
-  tc.label_dropout = c.unet.num_classes > 0 ? 0.1 : 0.0;
-  ddpm::Trainer trainer(net, ddpm::DiffusionConfig(), tc, data, labels, ddpm::Decoder::discrete);
-  trainer.step();  // warm-up
+  auto trainer = bench_trainer(std::make_shared<ddpm::UNet>(c.unet), c.batch_train);
+  trainer->step();  // warm-up
   torch::autograd::profiler::RecordProfile profile(path);
-  for (int i = 0; i < 2; ++i) trainer.step();
+  for (int i = 0; i < 2; ++i) trainer->step();
 }
 
 /// Chrome trace of three sampling forwards (batch of the config) under LibTorch's profiler; `precision` as given.
@@ -319,16 +315,10 @@ nlohmann::json measure_point(const Config& c, const std::string& spec) {
     r["seconds"] = secs;
     r["img_steps_per_s"] = batch * steps / secs;
   } else {
-    auto data = at::rand({batch * 2, o.in_channels, side, side}) * 2 - 1;
-    at::Tensor labels;
-    if (o.num_classes > 0) labels = at::zeros({batch * 2}, at::TensorOptions().dtype(at::kLong));
-    ddpm::TrainConfig tc;
-    tc.batch = batch;
-    tc.steps = 1 << 30;
-    ddpm::Trainer trainer(net, ddpm::DiffusionConfig(), tc, data, labels, ddpm::Decoder::discrete);
-    trainer.step();  // warm-up
+    auto trainer = bench_trainer(net, batch);
+    trainer->step();  // warm-up
     auto t0 = Clock::now();
-    for (int i = 0; i < steps; ++i) trainer.step();
+    for (int i = 0; i < steps; ++i) trainer->step();
     const double secs = seconds_since(t0);
     r["seconds"] = secs;
     r["img_per_s"] = steps * batch / secs;
