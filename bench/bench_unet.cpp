@@ -214,8 +214,8 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
 /// GroupNorm+SiLU at the U-Net's activation shapes: LibTorch's two ops against the fused one, forward (inference)
 /// and forward+backward, NCHW and channels_last; milliseconds, best of `reps`.
 void bench_group_norm(int reps) {
-  std::printf("%-18s %-6s %12s %12s %14s %14s\n", "shape", "layout", "torch fwd ms", "fused fwd ms",
-              "torch f+b ms", "fused f+b ms");
+  std::printf("%-18s %-6s %12s %12s %12s %14s %14s\n", "shape", "layout", "torch fwd ms", "fused fwd ms",
+              "GN only ms", "torch f+b ms", "fused f+b ms");
   for (auto shape : std::vector<std::vector<int64_t>>{{64, 64, 32, 32}, {64, 128, 16, 16}, {16, 256, 32, 32}}) {
     for (bool cl : {false, true}) {
       auto x = at::randn(shape);
@@ -230,11 +230,12 @@ void bench_group_norm(int reps) {
         }
         return best;
       };
-      double tf, ff, tb, fb;
+      double tf, ff, nf, tb, fb;
       {
         c10::InferenceMode guard;
         tf = time([&] { at::silu(at::group_norm(x, 32, w, b, 1e-6)); });
         ff = time([&] { ddpm::group_norm_silu(x, 32, w, b, 1e-6); });
+        nf = time([&] { ddpm::group_norm_silu(x, 32, w, b, 1e-6, /*silu=*/false); });
       }
       auto xg = x.clone().requires_grad_(true);
       auto up = at::randn(shape);
@@ -243,7 +244,7 @@ void bench_group_norm(int reps) {
       char name[64];
       std::snprintf(name, sizeof name, "%lldx%lldx%lldx%lld", (long long)shape[0], (long long)shape[1],
                     (long long)shape[2], (long long)shape[3]);
-      std::printf("%-18s %-6s %12.2f %12.2f %14.2f %14.2f\n", name, cl ? "nhwc" : "nchw", tf, ff, tb, fb);
+      std::printf("%-18s %-6s %12.2f %12.2f %12.2f %14.2f %14.2f\n", name, cl ? "nhwc" : "nchw", tf, ff, nf, tb, fb);
     }
   }
 }

@@ -4,7 +4,7 @@
 
 // One clone per instruction set on x86-64 (resolved once, at load time); plain code elsewhere.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DDPM_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define DDPM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DDPM_CLONES
 #endif
