@@ -11,7 +11,7 @@
 #include <string>
 
 #include "ddpm/errors.h"
-#include "group_norm_kernels.h"
+#include "fused_kernels.h"
 
 namespace ddpm {
 namespace {

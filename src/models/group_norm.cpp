@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "ddpm/errors.h"
-#include "group_norm_kernels.h"
+#include "fused_kernels.h"
 
 namespace ddpm {
 namespace {
@@ -75,23 +75,25 @@ at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weig
   at::parallel_for(0, s.N, 1, [&](int64_t b0, int64_t e) {
     std::vector<double> acc(s.C);
     std::vector<float> dev(s.C), a(s.C), b(s.C);
+    auto group_sum = [&](int64_t g) {  // Σ over group g's channels of acc
+      double t = 0;
+      for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) t += acc[c];
+      return t;
+    };
     for (int64_t n = b0; n < e; ++n) {
       const float* xn = px + n * s.S * s.C;
       const float* en = pe + n * s.C;
       std::fill(acc.begin(), acc.end(), 0.0);
       K::row_sums(xn, s.S, s.C, nullptr, acc.data());
+      for (int64_t c = 0; c < s.C; ++c) acc[c] += static_cast<double>(s.S) * en[c];
       for (int64_t g = 0; g < s.G; ++g) {
-        double t = 0;
-        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) t += acc[c] + static_cast<double>(s.S) * en[c];
-        pm[n * s.G + g] = static_cast<float>(t / M);
+        pm[n * s.G + g] = static_cast<float>(group_sum(g) / M);
         for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) dev[c] = pm[n * s.G + g] - en[c];  // x − dev = x + e − μ
       }
       std::fill(acc.begin(), acc.end(), 0.0);
       K::row_sums(xn, s.S, s.C, dev.data(), acc.data());
       for (int64_t g = 0; g < s.G; ++g) {
-        double t = 0;
-        for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) t += acc[c];
-        const float r = static_cast<float>(1.0 / std::sqrt(t / M + eps));
+        const float r = static_cast<float>(1.0 / std::sqrt(group_sum(g) / M + eps));
         pr[n * s.G + g] = r;
         for (int64_t c = g * s.D; c < (g + 1) * s.D; ++c) {
           a[c] = r * pw[c];

@@ -121,18 +121,15 @@ at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at:
                              AttentionPrecision precision) {
   const int64_t C = q.size(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(C));
-  if (precision == AttentionPrecision::bf16 && q.scalar_type() != at::kBFloat16) {
-    // The scale is applied in q's precision before rounding; oneDNN runs bfloat16 products on AMX/AVX512-BF16.
-    auto qb = (q * scale).to(at::kBFloat16), kb = k.to(at::kBFloat16), vb = v.to(at::kBFloat16);
-    auto w = at::softmax(at::bmm(qb.transpose(1, 2), kb), -1);
-    if (!q.is_contiguous()) return at::bmm(w, vb.transpose(1, 2)).to(q.scalar_type()).transpose(1, 2);  // as below
-    return at::bmm(vb, w.transpose(1, 2)).to(q.scalar_type());
-  }
-  // w[b, i, j] = softmax_j(q_i · k_j / √C); out_i = Σ_j w[i, j] v_j. (Running the two products as grouped 1×1
+  // w[b, i, j] = softmax_j(q_i · k_j / √C); out_i = Σ_j w[i, j] v_j. In bf16 both products and the softmax run in
+  // bfloat16 (oneDNN on AMX/AVX512-BF16), the scale applied before rounding. (Running the products as grouped 1×1
   // convolutions was faster on one host and slower on another: docs/PERFORMANCE.md, change 2.)
-  auto w = at::softmax(at::bmm((q * scale).transpose(1, 2), k), -1);
-  if (!q.is_contiguous()) return at::bmm(w, v.transpose(1, 2)).transpose(1, 2);  // channels-last in, channels-last out
-  return at::bmm(v, w.transpose(1, 2));
+  const auto dtype = precision == AttentionPrecision::bf16 ? at::kBFloat16 : q.scalar_type();
+  auto qs = (q * scale).to(dtype), ks = k.to(dtype), vs = v.to(dtype);
+  auto w = at::softmax(at::bmm(qs.transpose(1, 2), ks), -1);
+  // Channels-last activations give q as a transposed view of [B, N, C]: return the same layout.
+  auto out = q.is_contiguous() ? at::bmm(vs, w.transpose(1, 2)) : at::bmm(w, vs.transpose(1, 2)).transpose(1, 2);
+  return out.to(q.scalar_type());
 }
 
 LevelImpl::LevelImpl() {

@@ -1,4 +1,4 @@
-#include "group_norm_kernels.h"
+#include "fused_kernels.h"
 
 #include <cmath>
 

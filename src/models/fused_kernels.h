@@ -1,6 +1,7 @@
-// Inner loops of the fused GroupNorm(+SiLU) (group_norm.cpp), on raw float arrays. They live in their own translation
-// unit, compiled without torch headers and with flags that let the compiler vectorise exp (-fno-math-errno) and, on
-// x86-64, clone each loop for AVX-512 / AVX2 / baseline with the best chosen at load time.
+// Inner loops of the fused GroupNorm(+SiLU) (group_norm.cpp) and the hashed dropout (dropout.cpp), on raw float
+// arrays. They live in their own translation unit, compiled without torch headers and with -ffast-math (so exp
+// vectorises through glibc's libmvec) and, on x86-64, cloned for AVX-512 / AVX2 / baseline, chosen at load time by
+// the CPU's features.
 #pragma once
 
 #include <cstdint>
