@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "ddpm/compat.h"
-#include "ddpm/io/checkpoint.h"
+#include "ddpm/store/checkpoint.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/models/group_norm.h"
 #include "ddpm/models/unet.h"
@@ -171,12 +171,12 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
     net->set_attention_precision(precision);
     const int64_t B = c.batch_sample, side = c.unet.image_size;
     ddpm::DiffusionConfig dc;
-    auto diffusion = dc.make_respaced(ddpm::respaced_timesteps(1000, iters + 1, "linspace"));
+    auto diffusion = dc.respaced(iters + 1, "linspace");
     auto gen = ddpm::compat::make_cpu_generator(0);
     ddpm::SampleOptions so;
     if (c.unet.num_classes > 0) so.y = at::randint(0, c.unet.num_classes, {B}, at::TensorOptions().dtype(at::kLong));
     auto x = at::randn({B, c.unet.in_channels, side, side});
-    ddpm::ddim_sample(dc.make_respaced(ddpm::respaced_timesteps(1000, 1, "linspace")), ddpm::as_denoiser(net), x, 0.0, gen,
+    ddpm::ddim_sample(dc.respaced(1, "linspace"), ddpm::as_denoiser(net), x, 0.0, gen,
                       so);  // warm-up
     auto t0 = Clock::now();
     ddpm::ddim_sample(diffusion, ddpm::as_denoiser(net), x, 0.0, gen, so);
@@ -307,10 +307,10 @@ nlohmann::json measure_point(const Config& c, const std::string& spec) {
     ddpm::SampleOptions so;
     if (o.num_classes > 0) so.y = at::zeros({batch}, at::TensorOptions().dtype(at::kLong));
     auto x = at::randn({batch, o.in_channels, side, side});
-    ddpm::ddim_sample(dc.make_respaced(ddpm::respaced_timesteps(1000, 1, "linspace")), ddpm::as_denoiser(net), x, 0.0,
+    ddpm::ddim_sample(dc.respaced(1, "linspace"), ddpm::as_denoiser(net), x, 0.0,
                       gen, so);  // warm-up
     auto t0 = Clock::now();
-    ddpm::ddim_sample(dc.make_respaced(ddpm::respaced_timesteps(1000, steps, "linspace")), ddpm::as_denoiser(net), x,
+    ddpm::ddim_sample(dc.respaced(steps, "linspace"), ddpm::as_denoiser(net), x,
                       0.0, gen, so);
     const double secs = seconds_since(t0);
     r["seconds"] = secs;

@@ -20,41 +20,10 @@ std::vector<double> map(const std::vector<double>& a, F f) {
 
 }  // namespace
 
-MeanType parse_mean_type(const std::string& name) {
-  if (name == "eps") return MeanType::eps;
-  if (name == "x0") return MeanType::x0;
-  if (name == "prev_x") return MeanType::prev_x;
-  if (name == "v") return MeanType::v;
-  throw InvalidArgument("unknown mean type '" + name + "' (choose eps, x0, prev_x or v)");
-}
-
-VarType parse_var_type(const std::string& name) {
-  if (name == "fixed_small") return VarType::fixed_small;
-  if (name == "fixed_large") return VarType::fixed_large;
-  if (name == "learned") return VarType::learned;
-  if (name == "learned_range") return VarType::learned_range;
-  throw InvalidArgument("unknown variance type '" + name + "' (choose fixed_small, fixed_large, learned or learned_range)");
-}
-
-std::string to_string(MeanType m) {
-  switch (m) {
-    case MeanType::eps: return "eps";
-    case MeanType::x0: return "x0";
-    case MeanType::prev_x: return "prev_x";
-    case MeanType::v: return "v";
-  }
-  return "?";
-}
-
-std::string to_string(VarType v) {
-  switch (v) {
-    case VarType::fixed_small: return "fixed_small";
-    case VarType::fixed_large: return "fixed_large";
-    case VarType::learned: return "learned";
-    case VarType::learned_range: return "learned_range";
-  }
-  return "?";
-}
+MeanType parse_mean_type(const std::string& name) { return parse_name<MeanType>(name); }
+VarType parse_var_type(const std::string& name) { return parse_name<VarType>(name); }
+std::string to_string(MeanType m) { return name_of(m); }
+std::string to_string(VarType v) { return name_of(v); }
 
 GaussianDiffusion::GaussianDiffusion(Schedule schedule, MeanType mean_type, VarType var_type)
     : schedule_(std::move(schedule)), mean_type_(mean_type), var_type_(var_type) {
@@ -126,8 +95,8 @@ at::Tensor GaussianDiffusion::model_timesteps(const at::Tensor& t) const {
   return t_map_.index_select(0, t.to(at::kCPU)).to(t.device());
 }
 
-PosteriorMeanVariance GaussianDiffusion::q_mean_variance(const at::Tensor& x0, const at::Tensor& t) const {
-  PosteriorMeanVariance out;
+GaussianMeanVariance GaussianDiffusion::q_mean_variance(const at::Tensor& x0, const at::Tensor& t) const {
+  GaussianMeanVariance out;
   out.mean = extract(t_sqrt_ac_, t, x0) * x0;
   out.variance = extract(t_one_m_ac_, t, x0).expand_as(x0);
   out.log_variance = extract(t_log_1m_ac_, t, x0).expand_as(x0);
@@ -138,9 +107,9 @@ at::Tensor GaussianDiffusion::q_sample(const at::Tensor& x0, const at::Tensor& t
   return extract(t_sqrt_ac_, t, x0) * x0 + extract(t_sqrt_1m_ac_, t, x0) * noise;
 }
 
-PosteriorMeanVariance GaussianDiffusion::q_posterior_mean_variance(const at::Tensor& x0, const at::Tensor& xt,
+GaussianMeanVariance GaussianDiffusion::q_posterior_mean_variance(const at::Tensor& x0, const at::Tensor& xt,
                                                                    const at::Tensor& t) const {
-  PosteriorMeanVariance out;
+  GaussianMeanVariance out;
   out.mean = extract(t_post_c1_, t, xt) * x0 + extract(t_post_c2_, t, xt) * xt;
   out.variance = extract(t_post_var_, t, xt).expand_as(xt);
   out.log_variance = extract(t_post_logvar_, t, xt).expand_as(xt);

@@ -6,33 +6,10 @@
 
 namespace ddpm {
 
-LossType parse_loss_type(const std::string& name) {
-  if (name == "mse") return LossType::mse;
-  if (name == "rescaled_mse") return LossType::rescaled_mse;
-  if (name == "kl") return LossType::kl;
-  if (name == "rescaled_kl") return LossType::rescaled_kl;
-  if (name == "hybrid") return LossType::hybrid;
-  throw InvalidArgument("unknown loss '" + name + "' (choose mse, rescaled_mse, kl, rescaled_kl or hybrid)");
-}
-
-std::string to_string(LossType l) {
-  switch (l) {
-    case LossType::mse: return "mse";
-    case LossType::rescaled_mse: return "rescaled_mse";
-    case LossType::kl: return "kl";
-    case LossType::rescaled_kl: return "rescaled_kl";
-    case LossType::hybrid: return "hybrid";
-  }
-  return "?";
-}
-
-Decoder parse_decoder(const std::string& name) {
-  if (name == "discrete") return Decoder::discrete;
-  if (name == "continuous") return Decoder::continuous;
-  throw InvalidArgument("unknown decoder '" + name + "' (choose discrete or continuous)");
-}
-
-std::string to_string(Decoder d) { return d == Decoder::discrete ? "discrete" : "continuous"; }
+LossType parse_loss_type(const std::string& name) { return parse_name<LossType>(name); }
+std::string to_string(LossType l) { return name_of(l); }
+Decoder parse_decoder(const std::string& name) { return parse_name<Decoder>(name); }
+std::string to_string(Decoder d) { return name_of(d); }
 
 at::Tensor mean_flat(const at::Tensor& x) { return x.reshape({x.size(0), -1}).mean(1); }
 

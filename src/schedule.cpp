@@ -45,23 +45,9 @@ double sigmoid_alpha_bar(double t) {
 
 }  // namespace
 
-BetaSchedule parse_beta_schedule(const std::string& name) {
-  if (name == "linear") return BetaSchedule::linear;
-  if (name == "cosine") return BetaSchedule::cosine;
-  if (name == "quadratic") return BetaSchedule::quadratic;
-  if (name == "sigmoid") return BetaSchedule::sigmoid;
-  throw InvalidArgument("unknown schedule '" + name + "' (choose linear, cosine, quadratic or sigmoid)");
-}
+BetaSchedule parse_beta_schedule(const std::string& name) { return parse_name<BetaSchedule>(name); }
 
-std::string to_string(BetaSchedule s) {
-  switch (s) {
-    case BetaSchedule::linear: return "linear";
-    case BetaSchedule::cosine: return "cosine";
-    case BetaSchedule::quadratic: return "quadratic";
-    case BetaSchedule::sigmoid: return "sigmoid";
-  }
-  return "?";
-}
+std::string to_string(BetaSchedule s) { return name_of(s); }
 
 std::vector<double> make_betas(BetaSchedule schedule, int64_t T) {
   check_timesteps(T);

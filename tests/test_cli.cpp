@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -12,7 +13,8 @@
 #include <thread>
 
 #include "ddpm/data/images.h"
-#include "ddpm/io/checkpoint.h"
+#include "ddpm/models/classifier.h"
+#include "ddpm/store/checkpoint.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/io/safetensors.h"
 #include "support.h"
@@ -124,8 +126,13 @@ TEST(Cli, Bf16AttentionSamplesTheShippedModelToBfloat16Rounding) {
   ASSERT_EQ(b.code, 0) << b.output;
   auto x = ddpm::read_npy(d + "/fp32.npy"), y = ddpm::read_npy(d + "/bf16.npy");
   const double diff = (x - y).abs().max().item<double>();
+  const double rms = (x - y).to(at::kDouble).pow(2).mean().sqrt().item<double>();
   EXPECT_GT(diff, 0.0);
-  EXPECT_LT(diff, 0.02);  // images in [-1, 1]; measured 0.002
+  // Images in [-1, 1]. ATen's bfloat16 kernels differ by instruction set: measured max 0.002 on a Xeon with AMX,
+  // max 0.040 (RMS 0.0072) on an AMD EPYC with AVX2 only, where the fp32 and bf16 outputs of the build before the
+  // library refactor differ by the same 0.0397.
+  EXPECT_LT(diff, 0.08);
+  EXPECT_LT(rms, 0.015);
 }
 
 TEST(Cli, CheckpointRefusesContradictingSettings) {
@@ -150,7 +157,7 @@ TEST(Cli, CheckpointRefusesContradictingSettings) {
 
 TEST(Cli, KilledTrainingLeavesALoadableCheckpointAndResumesExactly) {
   const std::string straight = dir() + "/straight", killed = dir() + "/killed";
-  const std::string args = "train -q --steps 400 --checkpoint-every 25 --seed 3" + kTiny;
+  const std::string args = "train -q --steps 1500 --checkpoint-every 25 --seed 3" + kTiny;
   auto a = run(args + "--out " + straight);
   ASSERT_EQ(a.code, 0) << a.output;
 
@@ -167,24 +174,25 @@ TEST(Cli, KilledTrainingLeavesALoadableCheckpointAndResumesExactly) {
   pid_t pid;
   ASSERT_EQ(posix_spawn(&pid, DDPM_CLI, nullptr, nullptr, argv.data(), environ), 0);
   const std::string ckpt = killed + "/checkpoint.safetensors";
-  for (int i = 0; i < 6000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  // The first checkpoint (step 25 of 1500) appears atomically; the kill follows at once, long before the end.
+  for (int i = 0; i < 60000 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the run ended before it was killed";
   ASSERT_TRUE(fs::exists(ckpt));
   auto st = ddpm::load_train_state(ckpt);  // loadable, whatever moment the kill hit
   const int64_t step_at_kill = st.meta.at("step").get<int64_t>();
-  std::printf("killed at a checkpoint of step %lld (killed: %s)\n", static_cast<long long>(step_at_kill),
-              WIFSIGNALED(status) ? "yes" : "finished first");
+  std::printf("killed at a checkpoint of step %lld\n", static_cast<long long>(step_at_kill));
   EXPECT_GE(step_at_kill, 25);
+  EXPECT_LT(step_at_kill, 1500);
 
   auto r = run("train -q --resume --out " + killed);
   ASSERT_EQ(r.code, 0) << r.output;
   auto x = ddpm::load_safetensors(straight + "/checkpoint.safetensors");
   auto y = ddpm::load_safetensors(ckpt);
-  EXPECT_EQ(x.metadata.at("step"), "400");
-  EXPECT_EQ(y.metadata.at("step"), "400");
+  EXPECT_EQ(x.metadata.at("step"), "1500");
+  EXPECT_EQ(y.metadata.at("step"), "1500");
   for (const auto& [name, t] : x.tensors) EXPECT_TRUE(y.at(name).equal(t)) << name << " differs after resuming";
   // --resume with nothing to resume is a one-line error.
   expect_one_line_error("train --resume --out " + dir() + "/empty", "nothing to resume");
@@ -306,9 +314,24 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   auto is = run("is -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 6 --steps 3 --splits 2 --ref-cache " +
                 d + "/ref.safetensors");
   ASSERT_EQ(is.code, 0) << is.output;
-  const double isv = nlohmann::json::parse(is.output)["is"].get<double>();
-  EXPECT_GE(isv, 1.0 - 1e-9);
-  EXPECT_LE(isv, 2.0 + 1e-9);
+  EXPECT_TRUE(nlohmann::json::parse(is.output).contains("is")) << is.output;
+  // The IS of the real images equals exp(E KL(p(y|x) || p(y))) written out here over the classifier's p(y|x).
+  auto isr = run("is -q --json" + cls + "--samples folder:" + d + "/data --splits 2");
+  ASSERT_EQ(isr.code, 0) << isr.output;
+  {
+    auto c = ddpm::load_classifier(d + "/cls.safetensors");
+    auto set = ddpm::load_image_dataset("folder:" + d + "/data");
+    auto x = ddpm::to_model_range(set.images, ddpm::padded_side(set.images.size(2)));
+    auto p = at::softmax(ddpm::classifier_apply(*c, x, false).to(at::kDouble), 1);
+    const int64_t n = p.size(0);
+    double mean = 0;
+    for (int64_t k = 0; k < 2; ++k) {
+      auto part = p.slice(0, k * n / 2, (k + 1) * n / 2);
+      auto py = part.mean(0, true);
+      mean += std::exp((part * (part.log() - py.log())).sum(1).mean().item<double>()) / 2;
+    }
+    EXPECT_NEAR(nlohmann::json::parse(isr.output)["is"].get<double>(), mean, 1e-6 * mean) << isr.output;
+  }
   auto sw = run("sweep -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 4 --samplers ddim,dpm++ "
                 "--steps-list 2,3 --csv " + d + "/sweep.csv --plot " + d + "/sweep.png");
   ASSERT_EQ(sw.code, 0) << sw.output;

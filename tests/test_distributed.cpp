@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "ddpm/data/images.h"
-#include "ddpm/io/checkpoint.h"
+#include "ddpm/store/checkpoint.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/train/distributed.h"
 #include "ddpm/train/loader.h"
@@ -111,8 +111,13 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
-void wait_for_file(const std::string& path) {
-  while (!fs::exists(path)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+/// Waits until `path` exists (files here are written atomically, so it is complete); false after 10 minutes.
+bool wait_for_file(const std::string& path) {
+  for (int i = 0; i < 60000; ++i) {
+    if (fs::exists(path)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
 }
 
 /// A labelled folder of random 8×8 grey images (classes a and b, `per_class` each) under d/data, and the train
@@ -284,8 +289,7 @@ TEST(DistributedCli, KilledTwoProcessRunResumesAndContinuesCorrectly) {
   pid_t pid = spawn({}, "--threads 2 launch --nproc 2 -- " + kToy + "--steps 1000000 --batch 32 --checkpoint-every 20 "
                         "--out " + killed, log);
   const std::string ckpt = killed + "/checkpoint.safetensors";
-  wait_for_file(ckpt);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(wait_for_file(ckpt)) << "no checkpoint appeared";
   ::kill(-pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   auto st = ddpm::load_train_state(ckpt);  // loadable, whenever the kill came
@@ -309,7 +313,7 @@ TEST(DistributedCli, WhenOneRankDiesTheOtherStopsWithOneLine) {
                    dir() + "/r0.log");
   pid_t r1 = spawn({"RANK=1", "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", port}, args + " --dist-timeout 120",
                    dir() + "/r1.log");
-  wait_for_file(out + "/checkpoint.safetensors");
+  ASSERT_TRUE(wait_for_file(out + "/checkpoint.safetensors")) << "no checkpoint appeared";
   ::kill(r1, SIGKILL);
   ::waitpid(r1, nullptr, 0);
   int status = 0;

@@ -43,15 +43,14 @@ RingStats ring_stats(const at::Tensor& x) {
   return s;
 }
 
-std::unique_ptr<Trainer> make_trainer(bool conditional, int64_t steps, DiffusionConfig dc = {}) {
+std::unique_ptr<Trainer> make_trainer(bool conditional, int64_t steps, DiffusionConfig dc = {}, TrainConfig tc = {}) {
   auto data = make_toy("8gaussians", 50000, 0);
   MLPOptions o;
   o.hidden = 128;
   o.blocks = 2;
   o.num_classes = conditional ? 8 : 0;
-  o.out_factor = learns_variance(parse_var_type(dc.var_type)) ? 2 : 1;
+  o.out_factor = learns_variance(dc.var_type) ? 2 : 1;
   torch::manual_seed(0);
-  TrainConfig tc;
   tc.steps = steps;
   tc.batch = 256;
   tc.lr = 2e-3;
@@ -62,7 +61,7 @@ std::unique_ptr<Trainer> make_trainer(bool conditional, int64_t steps, Diffusion
 
 at::Tensor sample(Trainer& tr, int64_t n, const Denoiser& model, const at::Tensor& y = {}) {
   DiffusionConfig dc = tr.diffusion_config();
-  auto d = dc.make_respaced(space_timesteps(dc.timesteps, "ddim100"));
+  auto d = dc.respaced(space_timesteps(dc.timesteps, "ddim100"));
   auto g = gen(7);
   SampleOptions o;
   o.y = y;
@@ -116,17 +115,18 @@ TEST(Train, EveryObjectiveTrainsAndItsStateRoundTrips) {
                  Case{"prev_x", "learned", "rescaled_mse", "uniform"}, Case{"eps", "learned_range", "rescaled_kl", "loss-second-moment"}}) {
     DiffusionConfig dc;
     dc.timesteps = 50;
-    dc.mean_type = c.mean;
-    dc.var_type = c.var;
-    dc.loss = c.loss;
-    dc.timestep_sampler = c.sampler;
-    auto a = make_trainer(false, 100, dc);
+    dc.mean_type = parse_mean_type(c.mean);
+    dc.var_type = parse_var_type(c.var);
+    TrainConfig tc;
+    tc.loss = parse_loss_type(c.loss);
+    tc.timestep_sampler = c.sampler;
+    auto a = make_trainer(false, 100, dc, tc);
     for (int i = 0; i < 60; ++i) {
       auto s = a->step();
       ASSERT_TRUE(std::isfinite(s.loss)) << c.mean << " " << c.var << " " << c.loss;
     }
     // A second trainer restored from the first's state takes the identical next steps.
-    auto b = make_trainer(false, 100, dc);
+    auto b = make_trainer(false, 100, dc, tc);
     b->load_state(a->state());
     for (int i = 0; i < 5; ++i) EXPECT_EQ(a->step().loss, b->step().loss) << c.loss;
     auto pa = a->ema_network()->parameters(), pb = b->ema_network()->parameters();

@@ -16,6 +16,20 @@ namespace ddpm {
 enum class MeanType { eps, x0, prev_x, v };
 /// How the reverse-process variance is chosen.
 enum class VarType { fixed_small, fixed_large, learned, learned_range };
+template <>
+struct EnumNames<MeanType> {
+  static constexpr const char* what = "mean type";
+  static constexpr std::pair<MeanType, const char*> table[] = {
+      {MeanType::eps, "eps"}, {MeanType::x0, "x0"}, {MeanType::prev_x, "prev_x"}, {MeanType::v, "v"}};
+};
+template <>
+struct EnumNames<VarType> {
+  static constexpr const char* what = "variance type";
+  static constexpr std::pair<VarType, const char*> table[] = {{VarType::fixed_small, "fixed_small"},
+                                                              {VarType::fixed_large, "fixed_large"},
+                                                              {VarType::learned, "learned"},
+                                                              {VarType::learned_range, "learned_range"}};
+};
 
 MeanType parse_mean_type(const std::string& name);
 VarType parse_var_type(const std::string& name);
@@ -28,7 +42,11 @@ inline bool learns_variance(VarType v) { return v == VarType::learned || v == Va
 /// (int64, shape [B]); y holds class labels (int64, [B]) or is undefined for an unconditional call.
 using Denoiser = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y)>;
 
-struct PosteriorMeanVariance {
+/// Progress of a long loop: `done` of `total` units finished.
+using ProgressFn = std::function<void(int64_t done, int64_t total)>;
+
+/// A diagonal Gaussian: q(x_t | x0) or the posterior q(x_{t-1} | x_t, x0).
+struct GaussianMeanVariance {
   at::Tensor mean, variance, log_variance;
 };
 
@@ -60,11 +78,11 @@ class GaussianDiffusion {
   at::Tensor model_timesteps(const at::Tensor& t) const;
 
   /// q(x_t | x0) = N(√ᾱ_t x0, (1-ᾱ_t) I): mean, variance, log variance.
-  PosteriorMeanVariance q_mean_variance(const at::Tensor& x0, const at::Tensor& t) const;
+  GaussianMeanVariance q_mean_variance(const at::Tensor& x0, const at::Tensor& t) const;
   /// x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε.
   at::Tensor q_sample(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& noise) const;
   /// q(x_{t-1} | x_t, x0) = N(μ̃_t, β̃_t I) (DDPM eq. 6–7), log variance clipped at t = 0.
-  PosteriorMeanVariance q_posterior_mean_variance(const at::Tensor& x0, const at::Tensor& xt,
+  GaussianMeanVariance q_posterior_mean_variance(const at::Tensor& x0, const at::Tensor& xt,
                                                   const at::Tensor& t) const;
 
   at::Tensor predict_x0_from_eps(const at::Tensor& xt, const at::Tensor& t, const at::Tensor& eps) const;

@@ -4,13 +4,21 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace ddpm {
 
-/// Base of every error the library throws on purpose.
+/// Base of every error the library throws on purpose. `field` names the setting at fault when there is one
+/// (a member of an options struct: "timesteps", "eta", "schedule"), so that a front end can name its own
+/// spelling of it (the CLI's --timesteps, a JSON request's field).
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& message, std::string field = {})
+      : std::runtime_error(message), field_(std::move(field)) {}
+  const std::string& field() const { return field_; }
+
+ private:
+  std::string field_;
 };
 
 /// A value outside its domain: an unknown name, T < 1, eta < 0, a tensor of the wrong shape.

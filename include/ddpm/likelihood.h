@@ -10,9 +10,6 @@
 
 namespace ddpm {
 
-/// Progress of a long loop: `done` of `total` units finished.
-using ProgressFn = std::function<void(int64_t done, int64_t total)>;
-
 struct BpdTerms {
   at::Tensor total;     ///< [B] the whole bound, bits/dim
   at::Tensor prior;     ///< [B] L_T = KL(q(x_T|x0) || N(0, I)), bits/dim

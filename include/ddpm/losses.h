@@ -14,12 +14,27 @@ namespace ddpm {
 /// (Improved DDPM §3.1; the VLB term sees the mean detached, so only the variance learns from it);
 /// kl = the one-step VLB term; rescaled_kl = that × T (an estimate of the whole bound).
 enum class LossType { mse, rescaled_mse, kl, rescaled_kl, hybrid };
+template <>
+struct EnumNames<LossType> {
+  static constexpr const char* what = "loss";
+  static constexpr std::pair<LossType, const char*> table[] = {{LossType::mse, "mse"},
+                                                               {LossType::rescaled_mse, "rescaled_mse"},
+                                                               {LossType::kl, "kl"},
+                                                               {LossType::rescaled_kl, "rescaled_kl"},
+                                                               {LossType::hybrid, "hybrid"}};
+};
 LossType parse_loss_type(const std::string& name);
 std::string to_string(LossType l);
 
 /// The likelihood of x0 under p(x0 | x1): `discrete` = DDPM eq. 13 on the 256-level grid in [-1, 1];
 /// `continuous` = the Gaussian density (for real-valued data such as the 2-D toy sets).
 enum class Decoder { discrete, continuous };
+template <>
+struct EnumNames<Decoder> {
+  static constexpr const char* what = "decoder";
+  static constexpr std::pair<Decoder, const char*> table[] = {{Decoder::discrete, "discrete"},
+                                                              {Decoder::continuous, "continuous"}};
+};
 Decoder parse_decoder(const std::string& name);
 std::string to_string(Decoder d);
 

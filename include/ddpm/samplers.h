@@ -7,7 +7,7 @@
 #include <functional>
 
 #include "ddpm/diffusion.h"
-#include "ddpm/likelihood.h"
+#include "ddpm/diffusion.h"
 
 namespace ddpm {
 

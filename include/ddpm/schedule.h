@@ -5,9 +5,19 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/names.h"
+
 namespace ddpm {
 
 enum class BetaSchedule { linear, cosine, quadratic, sigmoid };
+template <>
+struct EnumNames<BetaSchedule> {
+  static constexpr const char* what = "schedule";
+  static constexpr std::pair<BetaSchedule, const char*> table[] = {{BetaSchedule::linear, "linear"},
+                                                                   {BetaSchedule::cosine, "cosine"},
+                                                                   {BetaSchedule::quadratic, "quadratic"},
+                                                                   {BetaSchedule::sigmoid, "sigmoid"}};
+};
 
 /// Parses "linear" | "cosine" | "quadratic" | "sigmoid"; throws InvalidArgument naming the valid choices.
 BetaSchedule parse_beta_schedule(const std::string& name);

@@ -130,4 +130,14 @@ GaussianMixture load_mixture_json(const std::string& path) {
   return g;
 }
 
+PointSet load_points(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels) {
+  if (spec.rfind("toy:", 0) == 0) {
+    if (!labels.empty())
+      throw InvalidArgument("labels apply to .npy data only; toy sets bring their own", "labels");
+    return make_toy(spec.substr(4), size, seed);
+  }
+  if (spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy") return load_points_npy(spec, labels);
+  throw InvalidArgument("data must be toy:NAME or a .npy file (got '" + spec + "')", "data");
+}
+
 }  // namespace ddpm

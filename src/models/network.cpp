@@ -12,11 +12,7 @@ int64_t Network::num_parameters() const {
   return n;
 }
 
-AttentionPrecision parse_attention_precision(const std::string& name) {
-  if (name == "fp32") return AttentionPrecision::fp32;
-  if (name == "bf16") return AttentionPrecision::bf16;
-  throw InvalidArgument("unknown attention precision '" + name + "' (expected fp32 or bf16)");
-}
+AttentionPrecision parse_attention_precision(const std::string& name) { return parse_name<AttentionPrecision>(name); }
 
 std::shared_ptr<Network> make_network(const nlohmann::json& c) {
   try {

@@ -24,7 +24,6 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
       dcfg_(std::move(diffusion)),
       config_(config),
       diffusion_(dcfg_.make()),
-      loss_type_(parse_loss_type(dcfg_.loss)),
       decoder_(decoder),
       data_(std::move(data)),
       labels_(std::move(labels)),
@@ -35,13 +34,13 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
   config_.validate();
   if (!data_.defined() || data_.size(0) < 1) throw InvalidArgument("the training data set is empty");
   if ((net_->output_factor() == 2) != learns_variance(diffusion_.var_type()))
-    throw ConfigMismatch("variance type '" + dcfg_.var_type + "' needs a network with " +
+    throw ConfigMismatch("variance type '" + to_string(dcfg_.var_type) + "' needs a network with " +
                          (learns_variance(diffusion_.var_type()) ? "twice" : "exactly") + " the data's output channels");
   if (num_classes_ > 0 && !labels_.defined())
     throw InvalidArgument("a class-conditional network needs a labelled data set");
   if (labels_.defined() && num_classes_ > 0 && labels_.max().item<int64_t>() >= num_classes_)
     throw InvalidArgument("labels exceed the network's " + std::to_string(num_classes_) + " classes");
-  timesteps_ = make_timestep_sampler(dcfg_.timestep_sampler, diffusion_.num_timesteps());
+  timesteps_ = make_timestep_sampler(config_.timestep_sampler, diffusion_.num_timesteps());
   adaptive_timesteps_ = timesteps_->state().defined();
   net_->to(device_);
   for (const auto& kv : net_->named_parameters()) {
@@ -104,7 +103,7 @@ StepStats Trainer::step() {
   x0 = x0.to(device_);
   if (y.defined()) y = y.to(device_);
   auto t = mine(draw.t).to(device_);
-  auto losses = training_losses(diffusion_, as_denoiser(net_), x0, t, y, noise, loss_type_, decoder_);
+  auto losses = training_losses(diffusion_, as_denoiser(net_), x0, t, y, noise, config_.loss, decoder_);
   if (comm_ && adaptive_timesteps_) {
     // An adaptive sampler must see the losses of the whole global batch, on every rank alike.
     auto all = at::zeros({G}, losses.loss.options().device(at::kCPU));
@@ -175,8 +174,8 @@ TrainState Trainer::state() const {
   auto ts = timesteps_->state();
   if (ts.defined()) st.tensors.emplace_back("timestep_sampler.state", ts);
   st.meta = {{"network", net_->config()},
-             {"diffusion", dcfg_.to_json()},
-             {"train", config_.to_json()},
+             {"diffusion", dcfg_},
+             {"train", config_},
              {"step", step_},
              {"optim_step", adam_->steps()},
              {"decoder", to_string(decoder_)}};
@@ -187,14 +186,10 @@ void Trainer::load_state(const TrainState& st) {
   if (st.meta.value("network", nlohmann::json()) != net_->config())
     throw ConfigMismatch("the checkpoint holds a different network (" + st.meta.value("network", nlohmann::json()).dump() +
                          ") than this run (" + net_->config().dump() + ")");
-  if (DiffusionConfig::from_json(st.meta.at("diffusion")).to_json() != dcfg_.to_json())
+  if (st.meta.at("diffusion").get<DiffusionConfig>() != dcfg_)
     throw ConfigMismatch("the checkpoint's diffusion settings " + st.meta.at("diffusion").dump() +
-                         " differ from this run's " + dcfg_.to_json().dump());
-  auto find = [&](const std::string& name) -> const at::Tensor& {
-    for (const auto& kv : st.tensors)
-      if (kv.first == name) return kv.second;
-    throw FormatError("the checkpoint lacks tensor '" + name + "'");
-  };
+                         " differ from this run's " + nlohmann::json(dcfg_).dump());
+  auto find = [&](const std::string& name) -> const at::Tensor& { return st.at(name); };
   at::NoGradGuard g;
   for (size_t i = 0; i < names_.size(); ++i) {
     auto copy = [&](at::Tensor& dst, const std::string& key) {

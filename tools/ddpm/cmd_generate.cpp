@@ -11,7 +11,7 @@
 #include "ddpm/compat.h"
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
-#include "ddpm/samplers.h"
+#include "ddpm/sampler_registry.h"
 
 namespace ddpm::cli {
 namespace {
@@ -19,8 +19,8 @@ namespace {
 /// Flags every generation command shares.
 struct GenArgs {
   std::string model, out;
-  SamplerChoice sampler;
-  std::optional<int64_t> steps, klass;
+  SamplerSpec sampler;
+  std::optional<int64_t> klass;
   uint64_t seed = 0;
   bool json = false;
   DiffusionFlags diffusion;
@@ -29,8 +29,8 @@ struct GenArgs {
     out = default_out;
     c->add_option("--model,-m", model, "CHECKPOINT.safetensors of an image model")->required();
     diffusion.add(c, false);
-    c->add_option("--sampler", sampler.name, "ddpm (ancestral, every step) or ddim (η = 0, --steps)")->capture_default_str();
-    c->add_option("--steps", steps, "sampling steps over the whole process [T for ddpm, 50 for ddim]");
+    add_sampler_flags(c, sampler, {"ddpm", "ddim"}, false);
+    c->add_option("--steps", sampler.steps, "sampling steps over the whole process [T for ddpm, 50 for ddim]");
     c->add_option("--class", klass, "class label for a class-conditional model (default: the null label)");
     c->add_option("--seed", seed, "seed of every random draw")->capture_default_str();
     c->add_option("--out", out, "the PNG grid to write")->capture_default_str();
@@ -38,23 +38,21 @@ struct GenArgs {
   }
 
   /// The sampler's grid of original timesteps over the full process.
-  std::vector<int64_t> grid(const ModelHandle& h) const {
-    sampler.check("ddpm,ddim");
-    const int64_t T = h.diffusion.timesteps;
-    return respaced_timesteps(T, steps.value_or(sampler.default_steps(T)), "ddim");
+  std::vector<int64_t> grid(const Model& h) const {
+    sampler.require_one_of({"ddpm", "ddim"});
+    sampler.validate();
+    return sampler.timesteps(h.diffusion);
   }
 
   at::Tensor run(const GaussianDiffusion& d, const Denoiser& model, const at::Tensor& x, at::Generator& gen,
                  const SampleOptions& o) const {
-    return sampler.run(d, model, x, gen, o);
+    return run_sampler(sampler, d, model, x, gen, o);
   }
 };
 
-ModelHandle load_image_model(const GenArgs& a) {
-  auto h = load_model_spec(a.model, a.diffusion);
-  if (h.item_shape.size() != 3)
-    throw InvalidArgument("this command draws images; '" + a.model + "' is not an image model");
-  if (h.network) h.network->eval();
+Model load_image_model(const GenArgs& a) {
+  auto h = open_cli_model(a.model, a.diffusion);
+  if (!h.is_image()) throw InvalidArgument("this command draws images; '" + a.model + "' is not an image model");
   return h;
 }
 
@@ -83,22 +81,20 @@ void run_progressive(ProgressiveArgs& a) {
   check_writable(a.chain);
   auto h = load_image_model(a);
   auto kept = a.grid(h);
-  auto d = h.diffusion.make_respaced(kept);
+  auto d = h.diffusion.respaced(kept);
   const int64_t S = std::min<int64_t>(a.snapshots, d.num_timesteps()), n = a.num, steps = d.num_timesteps();
   // Columns: steps evenly spaced from the first (i = steps-1) to the last (i = 0).
   std::map<int64_t, int64_t> column;
   for (int64_t k = 0; k < S; ++k)
     column[static_cast<int64_t>(std::llround((steps - 1) * (1.0 - static_cast<double>(k) / (S - 1))))] = k;
-  std::vector<int64_t> shape = {n};
-  shape.insert(shape.end(), h.item_shape.begin(), h.item_shape.end());
   auto gen = compat::make_cpu_generator(a.seed);
-  auto x_T = at::randn(shape, gen);
+  auto x_T = at::randn(h.batch_shape(n), gen);
   SampleOptions o;
   o.clip_denoised = true;
   if (h.num_classes > 0)
-    o.y = a.klass ? labels_for(h, n, a.klass) : at::arange(n, at::TensorOptions().dtype(at::kLong)) % h.num_classes;
+    o.y = a.klass ? h.labels(n, a.klass) : at::arange(n, at::TensorOptions().dtype(at::kLong)) % h.num_classes;
   else
-    labels_for(h, n, a.klass);  // rejects --class
+    h.labels(n, a.klass);  // rejects --class
   std::vector<at::Tensor> x0s(S), xts(S);
   at::Tensor prev = x_T;
   o.on_step = [&](int64_t i, const at::Tensor& x, const at::Tensor& x0) {
@@ -156,7 +152,7 @@ void run_shared(SharedArgs& a) {
                           T);
   auto in = load_input_images(h, a.in.images, a.in.data, a.in.index, 2);
   const int64_t B = in.size(), K = a.k;
-  auto y = labels_for(h, B, a.klass, in.labels);
+  auto y = h.labels(B, a.klass, in.labels);
   auto full = h.diffusion.make();
   auto grid = a.grid(h);
   auto gen = compat::make_cpu_generator(a.seed);
@@ -169,7 +165,7 @@ void run_shared(SharedArgs& a) {
   int64_t done = 0;
   for (int64_t t : ts) {
     auto x_t = full.q_sample(in.x, full_t(B, t), at::randn(in.x.sizes(), gen));
-    auto d = h.diffusion.make_respaced(timesteps_up_to(grid, t));
+    auto d = h.diffusion.respaced(timesteps_up_to(grid, t));
     SampleOptions o;
     o.clip_denoised = true;
     if (y.defined()) o.y = y.repeat_interleave(K);
@@ -215,7 +211,7 @@ void run_interpolate(InterpArgs& a) {
     throw InvalidArgument("interpolate needs exactly two images (got " + std::to_string(in.size()) + ")");
   at::Tensor pair_label;
   if (in.labels.defined() && in.labels[0].item<int64_t>() == in.labels[1].item<int64_t>()) pair_label = in.labels.slice(0, 0, 1);
-  auto y = labels_for(h, L, a.klass, pair_label.defined() ? pair_label.expand({L}).contiguous() : at::Tensor());
+  auto y = h.labels(L, a.klass, pair_label.defined() ? pair_label.expand({L}).contiguous() : at::Tensor());
   auto lam = at::linspace(0.0, 1.0, L, at::TensorOptions().dtype(at::kFloat));
   auto gen = compat::make_cpu_generator(a.seed);
   auto full = h.diffusion.make();
@@ -225,8 +221,8 @@ void run_interpolate(InterpArgs& a) {
   if (y.defined()) o.y = y;
   if (a.ddim_latent) {
     // DDIM §5.3: invert both images to x_T, interpolate spherically, decode deterministically.
-    const int64_t steps = a.steps.value_or(std::min<int64_t>(50, T));
-    auto d = h.diffusion.make_respaced(respaced_timesteps(T, steps, "ddim"));
+    const int64_t steps = a.sampler.steps.value_or(std::min<int64_t>(50, T));
+    auto d = h.diffusion.respaced(steps, "ddim");
     Progress bar("interpolate (DDIM latents)", 2 * steps);
     SampleOptions enc;
     if (y.defined()) enc.y = y.slice(0, 0, 2);
@@ -257,7 +253,7 @@ void run_interpolate(InterpArgs& a) {
       auto x_t = full.q_sample(in.x, full_t(2, t), at::randn(in.x.sizes(), gen));
       auto l = lam.view({L, 1, 1, 1});
       auto mix = (1 - l) * x_t.slice(0, 0, 1) + l * x_t.slice(0, 1, 2);
-      auto d = h.diffusion.make_respaced(timesteps_up_to(grid, t));
+      auto d = h.diffusion.respaced(timesteps_up_to(grid, t));
       o.progress = [&](int64_t s, int64_t) { bar.update(done + s); };
       auto out = a.run(d, h.denoiser, mix, gen, o);
       done += d.num_timesteps();

@@ -4,7 +4,8 @@
 #include "commands.h"
 #include "common.h"
 #include "ddpm/errors.h"
-#include "ddpm/io/checkpoint.h"
+#include "ddpm/io/file.h"
+#include "ddpm/store/checkpoint.h"
 #include "ddpm/models/torchscript.h"
 
 namespace ddpm::cli {
@@ -55,14 +56,14 @@ void register_export(CLI::App& app) {
     check_writable(*out);
     auto m = load_model(*path, !*raw);
     export_torchscript(*m.network, *out);
-    nlohmann::json side = m.diffusion.to_json();
+    nlohmann::json side = m.diffusion;
     side["item_shape"] = m.network->item_shape();
     side["num_classes"] = m.network->num_classes();
     side["null_label"] = m.network->num_classes();
     side["source"] = *path;
     side["weights"] = *raw ? "raw" : "ema";
     side["signature"] = m.network->num_classes() > 0 ? "forward(x, t, y)" : "forward(x, t)";
-    write_text(torchscript_sidecar(*out), side.dump(2) + "\n");
+    write_file_atomic(torchscript_sidecar(*out), side.dump(2) + "\n");
     if (!global_options().quiet)
       std::cerr << "wrote " << *out << " (" << side["signature"].get<std::string>() << "; t = timestep indices 0..T-1, "
                 << "int64) and " << torchscript_sidecar(*out) << "\n";

@@ -34,10 +34,9 @@ void run_encode(EncodeArgs& a) {
   if (a.refine < 0) throw InvalidArgument("--refine must be ≥ 0");
   check_writable(a.out);
   check_writable(a.plot);
-  auto h = load_model_spec(a.model, a.diffusion);
-  if (h.network) h.network->eval();
+  auto h = open_cli_model(a.model, a.diffusion);
   auto in = load_input_images(h, a.images, a.data, a.index, a.num);
-  auto y = labels_for(h, in.size(), a.klass, in.labels);
+  auto y = h.labels(in.size(), a.klass, in.labels);
   const int64_t T = h.diffusion.timesteps;
   std::vector<int64_t> counts = a.sweep.empty() ? std::vector<int64_t>{a.steps} : parse_int_list(a.sweep, "--sweep");
   if (std::find(counts.begin(), counts.end(), a.steps) == counts.end()) counts.push_back(a.steps);
@@ -49,7 +48,7 @@ void run_encode(EncodeArgs& a) {
   nlohmann::json table = nlohmann::json::array();
   at::Tensor latents, recon;
   for (int64_t s : counts) {
-    auto d = h.diffusion.make_respaced(respaced_timesteps(T, s, "ddim"));
+    auto d = h.diffusion.respaced(s, "ddim");
     SampleOptions o;
     if (y.defined()) o.y = y;
     o.progress = [&](int64_t k, int64_t) { bar.update(done + k); };
@@ -104,8 +103,7 @@ struct DecodeArgs {
 void run_decode(DecodeArgs& a) {
   check_writable(a.out);
   check_writable(a.out_npy);
-  auto h = load_model_spec(a.model, a.diffusion);
-  if (h.network) h.network->eval();
+  auto h = open_cli_model(a.model, a.diffusion);
   auto z = read_npy(a.latents);
   if (!z.is_floating_point()) throw FormatError("'" + a.latents + "' must hold floating-point values");
   z = z.to(at::kFloat);
@@ -121,8 +119,8 @@ void run_decode(DecodeArgs& a) {
     stored = read_npy(labels_path(a.latents)).to(at::kLong);
     if (stored.dim() != 1 || stored.size(0) != z.size(0)) throw FormatError("'" + labels_path(a.latents) + "' does not match the latents");
   }
-  auto y = labels_for(h, z.size(0), a.klass, stored);
-  auto d = h.diffusion.make_respaced(respaced_timesteps(h.diffusion.timesteps, a.steps, "ddim"));
+  auto y = h.labels(z.size(0), a.klass, stored);
+  auto d = h.diffusion.respaced(a.steps, "ddim");
   SampleOptions o;
   if (y.defined()) o.y = y;
   Progress bar("decode " + std::to_string(a.steps) + " DDIM steps", a.steps);

@@ -9,6 +9,7 @@
 #include "ddpm/compat.h"
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
+#include "ddpm/io/file.h"
 #include "ddpm/eval/nll.h"
 
 namespace ddpm::cli {
@@ -38,7 +39,7 @@ struct Evaluated {
 };
 
 Evaluated evaluate(NllArgs& a) {
-  auto h = load_model_spec(a.model, a.diffusion);
+  auto h = open_cli_model(a.model, a.diffusion);
   PointSet data;
   if (is_image_spec(a.data)) {
     auto s = load_image_dataset(a.data);
@@ -52,7 +53,7 @@ Evaluated evaluate(NllArgs& a) {
     if (s.labels.defined()) data.labels = s.labels.index_select(0, idx);
     data.num_classes = s.num_classes;
   } else {
-    data = load_data_spec(a.data, a.num, a.data_seed, a.labels);
+    data = load_points(a.data, a.num, a.data_seed, a.labels);
   }
   if (a.quantize) data.x = (((data.x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1).to(at::kFloat);
   if (data.x[0].sizes().vec() != h.item_shape)
@@ -92,7 +93,7 @@ void run_nll(NllArgs& a) {
     os << "prior," << T << "," << s.prior_bpd << ",\n";
     for (int64_t i = T - 1; i >= 0; --i)
       os << (i == 0 ? "decoder" : "kl") << "," << i << "," << s.terms[i] << "," << s.x0_mse[i] << "\n";
-    write_text(a.csv, os.str());
+    write_file_atomic(a.csv, os.str());
   }
   if (!a.plot.empty()) {
     LineSeries ls;
@@ -133,7 +134,7 @@ void run_rate_distortion(NllArgs& a) {
     std::ostringstream os;
     os << "t,rate_bits_per_dim,distortion_rmse_255\n";
     for (size_t i = 0; i < rd.t.size(); ++i) os << rd.t[i] << "," << rd.rate_bpd[i] << "," << rd.distortion_rmse[i] << "\n";
-    write_text(a.csv, os.str());
+    write_file_atomic(a.csv, os.str());
   }
   auto plot = [&](const std::string& path, const std::vector<double>& x, const std::vector<double>& y,
                   const std::string& title, const std::string& xl, const std::string& yl, bool log_y) {

@@ -14,11 +14,12 @@
 #include "ddpm/compat.h"
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
+#include "ddpm/io/file.h"
 #include "ddpm/eval/metrics.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/models/classifier.h"
 #include "ddpm/models/inception.h"
-#include "ddpm/samplers.h"
+#include "ddpm/sampler_registry.h"
 
 namespace ddpm::cli {
 namespace {
@@ -43,35 +44,29 @@ struct QualityArgs {
 };
 
 /// Images from a model (generated), a .npy file, or an image data set.
-at::Tensor generate(const QualityArgs& a, const ModelHandle& h, const std::string& name, int64_t steps,
+at::Tensor generate(const QualityArgs& a, const Model& h, const std::string& name, int64_t steps,
                     Progress* bar, int64_t* done) {
-  if (h.item_shape.size() != 3) throw InvalidArgument("FID and IS need an image model");
-  SamplerChoice sampler;
+  if (!h.is_image()) throw InvalidArgument("FID and IS need an image model");
+  SamplerSpec sampler;
   sampler.name = name;
   sampler.eta = a.eta;
-  sampler.check("ddpm,ddim,dpm++");
-  const int64_t T = h.diffusion.timesteps;
-  const std::string spacing = sampler.default_spacing(h.diffusion);
-  auto d = h.diffusion.make_respaced(respaced_timesteps(T, steps, spacing, h.diffusion.make().alphas_cumprod()));
-  Denoiser model = h.denoiser;
-  if (a.guidance != 0.0) {
-    if (h.num_classes == 0) throw InvalidArgument("--guidance needs a class-conditional model");
-    model = classifier_free_guidance(model, a.guidance, h.null_label, learns_variance(d.var_type()));
-  }
+  sampler.steps = steps;
+  sampler.require_one_of({"ddpm", "ddim", "dpm++"});
+  sampler.validate();
+  auto d = sampler.process(h.diffusion);
+  const Denoiser model = h.guided(a.guidance);
   auto gen = compat::make_cpu_generator(a.seed);
   std::vector<at::Tensor> parts;
   for (int64_t i = 0; i < a.num; i += a.batch) {
     const int64_t n = std::min(a.batch, a.num - i);
-    std::vector<int64_t> shape = {n};
-    shape.insert(shape.end(), h.item_shape.begin(), h.item_shape.end());
-    auto x_T = at::randn(shape, gen);
+    auto x_T = at::randn(h.batch_shape(n), gen);
     SampleOptions o;
     o.clip_denoised = true;
     if (h.num_classes > 0)  // balanced classes
       o.y = (at::arange(i, i + n, at::TensorOptions().dtype(at::kLong)) % h.num_classes);
     const int64_t base = *done;
     o.progress = [&](int64_t s, int64_t) { bar->update(base + s); };
-    auto x = sampler.run(d, model, x_T, gen, o);
+    auto x = run_sampler(sampler, d, model, x_T, gen, o);
     *done += steps;
     parts.push_back(x.clamp(-1, 1));
   }
@@ -170,11 +165,11 @@ void run_quality(QualityArgs& a, const std::string& what) {
   double seconds = 0;
   int64_t steps = 0;
   if (!a.model.empty()) {
-    auto h = load_model_spec(a.model, a.diffusion);
-    if (h.network) h.network->eval();
-    SamplerChoice choice;
+    auto h = open_cli_model(a.model, a.diffusion);
+    SamplerSpec choice;
     choice.name = a.sampler;
-    steps = a.steps.value_or(choice.default_steps(h.diffusion.timesteps));
+    choice.steps = a.steps;
+    steps = choice.steps_for(h.diffusion);
     Progress bar("generate " + a.sampler + " " + std::to_string(steps) + " steps", (a.num + a.batch - 1) / a.batch * steps);
     int64_t done = 0;
     auto t0 = std::chrono::steady_clock::now();
@@ -214,8 +209,7 @@ void run_sweep(QualityArgs& a) {
   auto samplers = split_list(a.sampler);
   auto cls = load_feature_net(a);
   auto ref = reference_stats(a, cls);
-  auto h = load_model_spec(a.model, a.diffusion);
-  if (h.network) h.network->eval();
+  auto h = open_cli_model(a.model, a.diffusion);
   int64_t total = 0;
   for (size_t k = 0; k < samplers.size(); ++k)
     for (int64_t s : counts) total += (a.num + a.batch - 1) / a.batch * s;
@@ -242,7 +236,7 @@ void run_sweep(QualityArgs& a) {
     lines.push_back(ls);
   }
   bar.finish();
-  if (!a.csv.empty()) write_text(a.csv, csv.str());
+  if (!a.csv.empty()) write_file_atomic(a.csv, csv.str());
   if (!a.plot.empty()) {
     PlotOptions po;
     po.title = "FID against sampling steps (" + std::to_string(a.num) + " samples)";

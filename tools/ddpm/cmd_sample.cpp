@@ -10,15 +10,15 @@
 #include "ddpm/io/file.h"
 #include "ddpm/errors.h"
 #include "ddpm/io/npy.h"
-#include "ddpm/samplers.h"
+#include "ddpm/data/points.h"
+#include "ddpm/sampler_registry.h"
 
 namespace ddpm::cli {
 namespace {
 
 struct SampleArgs {
-  std::string model, spacing, init, out_npy, plot, json_path;
-  SamplerChoice sampler;
-  std::optional<int64_t> steps;
+  std::string model, init, out_npy, plot, json_path;
+  SamplerSpec sampler;
   double guidance = 0.0;
   std::optional<double> guidance_scale;
   std::optional<int64_t> klass;
@@ -30,19 +30,15 @@ struct SampleArgs {
 };
 
 void run_sample(SampleArgs& a) {
-  a.sampler.check("ddpm,ddim,dpm++,langevin");
-  if (!(a.sampler.eta >= 0)) throw InvalidArgument("--eta must be ≥ 0 (got " + std::to_string(a.sampler.eta) + ")");
+  a.sampler.validate();
   if (a.num < 1) throw InvalidArgument("--num must be at least 1");
   check_writable(a.out_npy);
   check_writable(a.plot);
   if (a.guidance_scale) a.guidance = *a.guidance_scale - 1.0;  // diffusers' scale s = 1 + w
-  auto h = load_model_spec(a.model, a.diffusion);
-  const bool images = h.item_shape.size() == 3;
-  const int64_t T = h.diffusion.timesteps;
-  const int64_t steps = a.steps.value_or(a.sampler.default_steps(T));
-  if (a.spacing.empty()) a.spacing = a.sampler.default_spacing(h.diffusion);
-  auto kept = respaced_timesteps(T, steps, a.spacing, h.diffusion.make().alphas_cumprod());
-  auto diffusion = h.diffusion.make_respaced(kept);
+  auto h = open_cli_model(a.model, a.diffusion);
+  const bool images = h.is_image();
+  const int64_t steps = a.sampler.steps_for(h.diffusion);
+  auto diffusion = a.sampler.process(h.diffusion);
 
   Denoiser model = h.denoiser;
   SampleOptions opts;
@@ -53,19 +49,13 @@ void run_sample(SampleArgs& a) {
     opts.y = at::arange(h.num_classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(a.num);
     a.num *= h.num_classes;
   }
-  if (a.klass) {
-    if (h.num_classes == 0) throw InvalidArgument("--class needs a class-conditional model; this one has no classes");
-    if (*a.klass < 0 || *a.klass >= h.num_classes)
-      throw InvalidArgument("--class must be in 0.." + std::to_string(h.num_classes - 1));
-    opts.y = at::full({a.num}, *a.klass, at::TensorOptions().dtype(at::kLong));
-  }
+  if (a.klass) opts.y = h.labels(a.num, a.klass);
   if (a.guidance != 0.0) {
     if (!opts.y.defined()) throw InvalidArgument("--guidance needs --class K or --per-class");
-    model = classifier_free_guidance(model, a.guidance, h.null_label, learns_variance(diffusion.var_type()));
+    model = h.guided(a.guidance);
   }
 
-  std::vector<int64_t> shape = {a.num};
-  shape.insert(shape.end(), h.item_shape.begin(), h.item_shape.end());
+  auto shape = h.batch_shape(a.num);
   auto gen = compat::make_cpu_generator(a.seed);
   at::Tensor x_T;
   if (!a.init.empty()) {
@@ -84,11 +74,9 @@ void run_sample(SampleArgs& a) {
     x_T = at::randn(shape, gen);
   }
 
-  Progress bar("sample " + a.sampler.name + " " + std::to_string(steps) + " steps", a.sampler.calls(steps));
+  Progress bar("sample " + a.sampler.name + " " + std::to_string(steps) + " steps", a.sampler.model_calls(h.diffusion));
   opts.progress = [&](int64_t done, int64_t) { bar.update(done); };
-  at::Tensor x;
-  if (h.network) h.network->eval();
-  x = a.sampler.run(diffusion, model, x_T, gen, opts);
+  auto x = run_sampler(a.sampler, diffusion, model, x_T, gen, opts);
   bar.finish();
 
   if (!a.out_npy.empty()) write_npy(a.out_npy, x);
@@ -108,7 +96,7 @@ void run_sample(SampleArgs& a) {
       auto g2 = compat::make_cpu_generator(a.seed + 1);
       ref = sample_mixture(*h.mixture, 5000, g2);
     } else if (h.meta.contains("data") && h.meta["data"].value("spec", std::string()).rfind("toy:", 0) == 0) {
-      ref = load_data_spec(h.meta["data"]["spec"], 5000, h.meta["data"].value("seed", uint64_t{0}));
+      ref = load_points(h.meta["data"]["spec"], 5000, h.meta["data"].value("seed", uint64_t{0}));
     }
     if (ref.size() > 0) {
       auto r = ref.x.contiguous();
@@ -151,18 +139,12 @@ void register_sample(CLI::App& app) {
                 "CHECKPOINT.safetensors, gaussian:mean=M,std=S,dim=D, gmm:FILE.json or gmm:8gaussians")
       ->required();
   a->diffusion.add(c, false);
-  c->add_option("--sampler", a->sampler.name,
-                "ddpm (ancestral), ddim, dpm++ (DPM-Solver++, multistep) or langevin (annealed Langevin dynamics)")
-      ->capture_default_str();
-  c->add_option("--steps", a->steps,
+  add_sampler_flags(c, a->sampler);
+  c->add_option("--steps", a->sampler.steps,
                 "sampling steps (respaced) [T for ddpm, 50 for ddim, 20 for dpm++; noise levels for langevin: 100]");
-  c->add_option("--spacing", a->spacing,
+  c->add_option("--spacing", a->sampler.spacing,
                 "which steps: ddim, even, quadratic, logsnr, linspace, leading, trailing [dpm++ and langevin: logsnr "
                 "(trailing on the cosine schedule); ddim otherwise]");
-  c->add_option("--order", a->sampler.order, "DPM-Solver++ order: 2 (2M) or 1 (= DDIM)")->capture_default_str();
-  c->add_option("--langevin-steps", a->sampler.langevin.steps_per_level, "Langevin steps per noise level")->capture_default_str();
-  c->add_option("--langevin-scale", a->sampler.langevin.step_scale, "Langevin step δ: α_t = δ (1-ᾱ_t)/ᾱ_t")->capture_default_str();
-  c->add_option("--eta", a->sampler.eta, "DDIM stochasticity η ≥ 0 (0 deterministic, 1 ≈ DDPM)")->capture_default_str();
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
   c->add_option("--guidance-scale", a->guidance_scale, "the same as a scale s = 1 + w (diffusers' guidance_scale)")
       ->excludes("--guidance");

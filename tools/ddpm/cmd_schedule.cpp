@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "common.h"
 #include "ddpm/errors.h"
+#include "ddpm/io/file.h"
 
 namespace ddpm::cli {
 namespace {
@@ -54,7 +55,7 @@ void run_schedule(const ScheduleArgs& a) {
     j.push_back({{"schedule", n}, {"steps", s.size()}, {"alpha_bar_last", ac.back()}, {"beta_first", s.betas.front()},
                  {"beta_last", s.betas.back()}});
   }
-  if (!a.csv.empty()) write_text(a.csv, csv.str());
+  if (!a.csv.empty()) write_file_atomic(a.csv, csv.str());
   if (!a.plot.empty()) {
     PlotOptions po;
     po.title = "alpha_bar_t, T = " + std::to_string(a.timesteps);

@@ -10,12 +10,13 @@
 #include "commands.h"
 #include "common.h"
 #include "ddpm/errors.h"
-#include "ddpm/io/checkpoint.h"
+#include "ddpm/store/checkpoint.h"
 #include "ddpm/io/file.h"
 #include "ddpm/compat.h"
 #include "ddpm/data/images.h"
 #include "ddpm/models/mlp.h"
 #include "ddpm/models/unet.h"
+#include "ddpm/data/points.h"
 #include "ddpm/samplers.h"
 #include "ddpm/train/distributed.h"
 #include "ddpm/train/trainer.h"
@@ -74,7 +75,7 @@ TrainData load_training_data(const nlohmann::json& meta) {
     d.images = true;
     d.class_names = s.class_names;
   } else {
-    auto p = load_data_spec(spec, meta.at("size"), meta.at("seed"), meta.value("labels", std::string()));
+    auto p = load_points(spec, meta.at("size"), meta.at("seed"), meta.value("labels", std::string()));
     d.x = p.x;
     d.labels = p.labels;
     d.num_classes = p.num_classes;
@@ -122,10 +123,10 @@ Preset make_preset(const std::string& name) {
     p.unet.num_res_blocks = 3;
     p.unet.dropout = 0.3;
     p.unet.learn_sigma = true;
-    p.diffusion.schedule = "cosine";
+    p.diffusion.schedule = BetaSchedule::cosine;
     p.diffusion.timesteps = 4000;
-    p.diffusion.var_type = "learned_range";
-    p.diffusion.loss = "hybrid";
+    p.diffusion.var_type = VarType::learned_range;
+    p.train.loss = LossType::hybrid;
     p.train.batch = 128;
     p.train.lr = 1e-4;
     p.train.ema_decay = 0.9999;
@@ -207,8 +208,16 @@ void run_train(TrainArgs& a) {
       throw ConfigMismatch("'" + ckpt + "' was trained unconditionally; --resume cannot change it (drop --conditional)");
     if (!a.preset.empty()) throw ConfigMismatch("--preset applies to new runs; --resume continues '" + ckpt + "' as it was");
     auto net = make_network(stored_net);
-    auto dcfg = a.diffusion.merge_with(DiffusionConfig::from_json(st.meta.at("diffusion")), "'" + ckpt + "'");
-    auto tcfg = TrainConfig::from_json(st.meta.at("train"));
+    auto dcfg = a.diffusion.overrides().check_against(diffusion_from_meta(st.meta, ckpt), "'" + ckpt + "'");
+    auto tcfg = train_config_from_meta(st.meta);
+    TrainConfig asked = tcfg;
+    a.diffusion.apply_training(asked);
+    if (asked.loss != tcfg.loss)
+      throw ConfigMismatch("'" + ckpt + "' was trained with loss " + to_string(tcfg.loss) +
+                           "; it cannot be used with loss " + to_string(asked.loss), "loss");
+    if (asked.timestep_sampler != tcfg.timestep_sampler)
+      throw ConfigMismatch("'" + ckpt + "' was trained with timestep_sampler " + tcfg.timestep_sampler +
+                           "; it cannot be used with timestep_sampler " + asked.timestep_sampler, "timestep_sampler");
     if (a.steps) tcfg.steps = *a.steps;
     data_meta = st.meta.value("data", data_meta);
     data = load_training_data(data_meta);
@@ -236,12 +245,14 @@ void run_train(TrainArgs& a) {
       take("--ema-decay", a.train.ema_decay, pt.ema_decay);
       take("--random-flip", a.train.random_flip, pt.random_flip);
       if (!a.steps) a.train.steps = pt.steps;
+      a.train.loss = pt.loss;
       if (!a.label_dropout && preset->conditional) a.label_dropout = pt.label_dropout;
     }
     data = load_training_data(data_meta);
-    auto dcfg = a.diffusion.resolve_over(base_diffusion);
+    auto dcfg = a.diffusion.overrides().over(base_diffusion);
+    a.diffusion.apply_training(a.train);
     if (a.steps) a.train.steps = *a.steps;
-    const int64_t out_factor = learns_variance(parse_var_type(dcfg.var_type)) ? 2 : 1;
+    const int64_t out_factor = learns_variance(dcfg.var_type) ? 2 : 1;
     if (a.conditional) {
       if (data.num_classes == 0)
         throw InvalidArgument("--conditional needs labelled data (toy:8gaussians, toy:moons, --labels FILE.npy, or a "
@@ -281,7 +292,7 @@ void run_train(TrainArgs& a) {
     if (a.describe) {
       // What this command would train, without training it.
       nlohmann::json card = {{"network", net->config()},        {"parameters", net->num_parameters()},
-                             {"diffusion", dcfg.to_json()},     {"train", a.train.to_json()},
+                             {"diffusion", dcfg},               {"train", a.train},
                              {"data", data_meta},               {"examples", data.x.size(0)},
                              {"item_shape", data.x[0].sizes().vec()}};
       std::cout << card.dump() << "\n";
@@ -319,15 +330,14 @@ void run_train(TrainArgs& a) {
               << ", out " << a.out << "\n";
   auto write_grid = [&] {
     const std::string path = a.out + "/samples_" + std::to_string(trainer->steps_done()) + ".png";
-    auto net = trainer->ema_network();
-    net->eval();
+    auto net = trainer->ema_network();  // in eval mode
     const int64_t classes = net->num_classes();
     const int64_t per = classes > 0 ? 8 : 64;
     at::Tensor y;
     if (classes > 0) y = at::arange(classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(per).to(device);
     const int64_t n = classes > 0 ? classes * per : per;
-    auto diffusion = trainer->diffusion_config().make_respaced(
-        respaced_timesteps(trainer->diffusion_config().timesteps, std::min<int64_t>(50, trainer->diffusion_config().timesteps), "ddim"));
+    const auto& dc = trainer->diffusion_config();
+    auto diffusion = dc.respaced(std::min<int64_t>(50, dc.timesteps), "ddim");
     auto g = compat::make_cpu_generator(1234);
     std::vector<int64_t> shape = {n};
     for (int64_t i = 1; i < data.x.dim(); ++i) shape.push_back(data.x.size(i));

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <map>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -13,10 +15,10 @@
 
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
-#include "ddpm/io/checkpoint.h"
+#include "ddpm/store/checkpoint.h"
 #include "ddpm/io/file.h"
-#include "ddpm/models/exact.h"
-#include "ddpm/models/torchscript.h"
+#include "ddpm/names.h"
+#include "ddpm/timestep_sampler.h"
 
 namespace ddpm::cli {
 
@@ -37,183 +39,28 @@ void DiffusionFlags::add(CLI::App* app, bool training) {
   }
 }
 
-DiffusionConfig DiffusionFlags::resolve() const { return resolve_over(DiffusionConfig()); }
-
-DiffusionConfig DiffusionFlags::resolve_over(DiffusionConfig c) const {
-  if (schedule) c.schedule = *schedule;
-  if (timesteps) c.timesteps = *timesteps;
-  if (mean_type) c.mean_type = *mean_type;
-  if (var_type) c.var_type = *var_type;
-  if (loss) c.loss = *loss;
-  if (timestep_sampler) c.timestep_sampler = *timestep_sampler;
-  c.validate();
-  return c;
+DiffusionOverrides DiffusionFlags::overrides() const {
+  DiffusionOverrides o;
+  if (schedule) o.schedule = parse_name<BetaSchedule>(*schedule);
+  if (timesteps) o.timesteps = *timesteps;
+  if (mean_type) o.mean_type = parse_name<MeanType>(*mean_type);
+  if (var_type) o.var_type = parse_name<VarType>(*var_type);
+  if (loss) parse_name<LossType>(*loss);
+  if (timestep_sampler) check_timestep_sampler_name(*timestep_sampler);
+  o.over(DiffusionConfig());  // the range of --timesteps
+  return o;
 }
 
-DiffusionConfig DiffusionFlags::merge_with(const DiffusionConfig& s, const std::string& source) const {
-  resolve();  // validates the names given
-  auto check = [&](const char* flag, const auto& given, const auto& stored) {
-    if (given && *given != stored) {
-      std::ostringstream os;
-      os << source << " was trained with " << flag << " " << stored << "; it cannot be used with " << flag << " "
-         << *given << " (drop the flag)";
-      throw ConfigMismatch(os.str());
-    }
-  };
-  check("--schedule", schedule, s.schedule);
-  check("--timesteps", timesteps, s.timesteps);
-  check("--mean-type", mean_type, s.mean_type);
-  check("--var-type", var_type, s.var_type);
-  check("--loss", loss, s.loss);
-  check("--timestep-sampler", timestep_sampler, s.timestep_sampler);
-  return s;
+void DiffusionFlags::apply_training(TrainConfig& t) const {
+  if (loss) t.loss = parse_name<LossType>(*loss);
+  if (timestep_sampler) t.timestep_sampler = *timestep_sampler;
 }
 
-namespace {
-
-std::map<std::string, std::string> parse_kv(const std::string& s, const std::string& what) {
-  std::map<std::string, std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    auto eq = item.find('=');
-    if (eq == std::string::npos) throw InvalidArgument(what + ": expected key=value, got '" + item + "'");
-    out[item.substr(0, eq)] = item.substr(eq + 1);
-  }
-  return out;
-}
-
-double parse_double(const std::string& s, const std::string& what) {
-  try {
-    size_t pos = 0;
-    double v = std::stod(s, &pos);
-    if (pos != s.size()) throw std::invalid_argument("trailing");
-    return v;
-  } catch (const std::exception&) {
-    throw InvalidArgument(what + ": '" + s + "' is not a number");
-  }
-}
-
-ModelHandle exact_handle(GaussianMixture g, const DiffusionFlags& flags, const std::string& description) {
-  ModelHandle h;
-  h.diffusion = flags.resolve();
-  const auto vt = parse_var_type(h.diffusion.var_type);
-  if (learns_variance(vt))
-    throw InvalidArgument("exact denoisers predict the mean only; use --var-type fixed_small or fixed_large");
-  ExactMixtureDenoiser d(g, h.diffusion.make().alphas_cumprod(), parse_mean_type(h.diffusion.mean_type));
-  h.denoiser = d.as_denoiser();
-  h.num_classes = g.num_components() > 1 ? g.num_components() : 0;
-  h.null_label = g.num_components();
-  h.item_shape = {g.dim()};
-  h.mixture = std::move(g);
-  h.description = description;
-  return h;
-}
-
-}  // namespace
-
-bool is_torchscript_spec(const std::string& spec) {
-  auto ends = [&](const std::string& ext) {
-    return spec.size() > ext.size() && spec.compare(spec.size() - ext.size(), ext.size(), ext) == 0;
-  };
-  return spec.rfind("torchscript:", 0) == 0 || ends(".pt") || ends(".pth") || ends(".ts");
-}
-
-std::string torchscript_sidecar(const std::string& path) {
-  return std::filesystem::path(path).replace_extension(".json").string();
-}
-
-namespace {
-
-ModelHandle load_torchscript_handle(const std::string& spec, const DiffusionFlags& flags) {
-  const std::string path = spec.rfind("torchscript:", 0) == 0 ? spec.substr(12) : spec;
-  const std::string side = torchscript_sidecar(path);
-  nlohmann::json j = nlohmann::json::object();
-  if (std::filesystem::exists(side)) {
-    try {
-      std::ifstream in(side);
-      j = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      throw FormatError("'" + side + "' is not valid JSON: " + std::string(e.what()));
-    }
-  }
-  if (!j.contains("item_shape"))
-    throw InvalidArgument("TorchScript model '" + path + "' needs a sidecar '" + side +
-                          "' giving at least {\"item_shape\": [C, H, W]} (and its schedule, timesteps, mean_type, "
-                          "var_type, num_classes unless the defaults hold)");
-  ModelHandle h;
-  h.diffusion = flags.resolve_over(DiffusionConfig::from_json(j));
-  h.item_shape = j["item_shape"].get<std::vector<int64_t>>();
-  h.num_classes = j.value("num_classes", int64_t{0});
-  h.null_label = j.value("null_label", h.num_classes);
-  if (h.item_shape.empty()) throw InvalidArgument("'" + side + "': item_shape must not be empty");
-  auto ts = load_torchscript(path, h.null_label);
-  if (ts.arity == 3 && h.num_classes == 0)
-    throw InvalidArgument("'" + path + "' takes labels (forward(x, t, y)); give \"num_classes\" in '" + side + "'");
-  if (ts.arity == 2 && h.num_classes > 0)
-    throw InvalidArgument("'" + path + "' takes no labels (forward(x, t)) but '" + side + "' says num_classes = " +
-                          std::to_string(h.num_classes));
-  // One probe call: the output must be one item per input, with twice the channels when the variance is learned.
-  std::vector<int64_t> shape = {1};
-  shape.insert(shape.end(), h.item_shape.begin(), h.item_shape.end());
-  auto probe = ts.denoiser(at::zeros(shape), at::zeros({1}, at::kLong), at::Tensor());
-  auto want = shape;
-  if (learns_variance(parse_var_type(h.diffusion.var_type))) want[1] *= 2;
-  if (!probe.sizes().equals(want))
-    throw InvalidArgument("'" + path + "' returns " + std::string(c10::str(probe.sizes())) + " for input " +
-                          std::string(c10::str(at::IntArrayRef(shape))) + "; with var_type " + h.diffusion.var_type +
-                          " it must return " + std::string(c10::str(at::IntArrayRef(want))));
-  h.denoiser = ts.denoiser;
-  h.meta = j;
-  h.description = path;
-  return h;
-}
-
-}  // namespace
-
-ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags) {
-  if (spec.rfind("gaussian:", 0) == 0) {
-    auto kv = parse_kv(spec.substr(9), "--model gaussian:mean=M,std=S,dim=D");
-    for (const auto& [k, v] : kv)
-      if (k != "mean" && k != "std" && k != "dim")
-        throw InvalidArgument("--model gaussian: unknown key '" + k + "' (use mean, std, dim)");
-    const double mean = kv.count("mean") ? parse_double(kv["mean"], "mean") : 0.0;
-    const double std = kv.count("std") ? parse_double(kv["std"], "std") : 1.0;
-    const double dim = kv.count("dim") ? parse_double(kv["dim"], "dim") : 2.0;
-    if (!(std > 0)) throw InvalidArgument("--model gaussian: std must be positive");
-    if (dim < 1 || dim != std::floor(dim)) throw InvalidArgument("--model gaussian: dim must be a positive integer");
-    return exact_handle(GaussianMixture::gaussian(mean, std, static_cast<int64_t>(dim)), flags,
-                        "exact denoiser of " + spec);
-  }
-  if (spec.rfind("gmm:", 0) == 0) {
-    const std::string what = spec.substr(4);
-    const auto names = toy_names();
-    GaussianMixture g = std::find(names.begin(), names.end(), what) != names.end() ? toy_mixture(what)
-                                                                                     : load_mixture_json(what);
-    return exact_handle(std::move(g), flags, "exact denoiser of " + spec);
-  }
-  if (is_torchscript_spec(spec)) return load_torchscript_handle(spec, flags);
-  auto m = load_model(spec);
-  ModelHandle h;
-  h.diffusion = flags.merge_with(m.diffusion, "'" + spec + "'");
-  h.network = m.network;
-  h.network->set_attention_precision(parse_attention_precision(global_options().attention));
-  h.denoiser = as_denoiser(m.network);
-  h.num_classes = m.network->num_classes();
-  h.null_label = h.num_classes;
-  h.item_shape = m.network->item_shape();
-  h.meta = m.meta;
-  h.description = spec;
-  return h;
-}
-
-PointSet load_data_spec(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels) {
-  if (spec.rfind("toy:", 0) == 0) {
-    if (!labels.empty()) throw InvalidArgument("--labels applies to .npy data only; toy sets bring their own");
-    return make_toy(spec.substr(4), size, seed);
-  }
-  if (spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy") return load_points_npy(spec, labels);
-  throw InvalidArgument("--data must be toy:NAME or a .npy file (got '" + spec + "')");
+Model open_cli_model(const std::string& spec, const DiffusionFlags& flags) {
+  OpenOptions o;
+  o.diffusion = flags.overrides();
+  o.attention = parse_attention_precision(global_options().attention);
+  return open_model(spec, o);
 }
 
 at::Device parse_device(const std::string& name) {
@@ -301,8 +148,6 @@ void check_writable(const std::string& path) {
   if (fs::is_directory(p)) throw IoError("cannot write '" + path + "': it is a directory");
 }
 
-void write_text(const std::string& path, const std::string& text) { write_file_atomic(path, text); }
-
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> out;
   std::stringstream ss(text);
@@ -331,7 +176,7 @@ at::Tensor ImageBatch::crop(const at::Tensor& y) const {
   return y.slice(2, pad_h, y.size(2) - pad_h).slice(3, pad_w, y.size(3) - pad_w);
 }
 
-ImageBatch load_input_images(const ModelHandle& h, const std::string& files, const std::string& data,
+ImageBatch load_input_images(const Model& h, const std::string& files, const std::string& data,
                              const std::string& indices, int64_t count) {
   if (h.item_shape.size() != 3)
     throw InvalidArgument("this command works on images; '" + h.description + "' is not an image model");
@@ -372,49 +217,54 @@ ImageBatch load_input_images(const ModelHandle& h, const std::string& files, con
   return b;
 }
 
-at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64_t>& klass,
-                      const at::Tensor& data_labels) {
-  if (h.num_classes == 0) {
-    if (klass) throw InvalidArgument("--class needs a class-conditional model; this one has no classes");
-    return {};
+void add_sampler_flags(CLI::App* c, SamplerSpec& spec, const std::vector<std::string>& allowed, bool parameters) {
+  std::string help;
+  for (const auto& info : sampler_registry()) {
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), info.name) == allowed.end()) continue;
+    help += (help.empty() ? "" : "; ") + info.name + ": " + info.help;
   }
-  auto opt = at::TensorOptions().dtype(at::kLong);
-  if (klass) {
-    if (*klass < 0 || *klass >= h.num_classes)
-      throw InvalidArgument("--class must be in 0.." + std::to_string(h.num_classes - 1));
-    return at::full({n}, *klass, opt);
+  c->add_option("--sampler", spec.name, help)->capture_default_str();
+  if (!parameters) return;
+  c->add_option("--order", spec.order, "DPM-Solver++ order: 2 (2M) or 1 (= DDIM)")->capture_default_str();
+  c->add_option("--langevin-steps", spec.langevin.steps_per_level, "Langevin steps per noise level")->capture_default_str();
+  c->add_option("--langevin-scale", spec.langevin.step_scale, "Langevin step δ: α_t = δ (1-ᾱ_t)/ᾱ_t")->capture_default_str();
+  c->add_option("--eta", spec.eta, "DDIM stochasticity η ≥ 0 (0 deterministic, 1 ≈ DDPM)")->capture_default_str();
+}
+
+std::string flag_for_field(const std::string& field) {
+  static const std::map<std::string, std::string> flags = {
+      {"schedule", "--schedule"},   {"timesteps", "--timesteps"},       {"mean_type", "--mean-type"},
+      {"var_type", "--var-type"},   {"loss", "--loss"},                 {"timestep_sampler", "--timestep-sampler"},
+      {"steps", "--steps"},         {"batch", "--batch"},               {"lr", "--lr"},
+      {"warmup", "--warmup"},       {"ema_decay", "--ema-decay"},       {"label_dropout", "--label-dropout"},
+      {"sampler", "--sampler"},     {"eta", "--eta"},                   {"order", "--order"},
+      {"langevin_steps", "--langevin-steps"}, {"langevin_scale", "--langevin-scale"},
+      {"class", "--class"},         {"guidance", "--guidance"},         {"data", "--data"},
+      {"labels", "--labels"},       {"model", "--model"}};
+  auto it = flags.find(field);
+  return it == flags.end() ? std::string() : it->second;
+}
+
+std::string render_error(const Error& e) {
+  std::string msg = e.what();
+  const std::string flag = flag_for_field(e.field());
+  if (flag.empty()) return msg;
+  // Every whole-word use of the field outside quotes (paths and values are quoted) becomes the flag.
+  const std::string& f = e.field();
+  auto word = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; };
+  std::string out;
+  bool quoted = false;
+  for (size_t i = 0; i < msg.size();) {
+    if (msg[i] == '\'') quoted = !quoted;
+    if (!quoted && msg.compare(i, f.size(), f) == 0 && (i == 0 || !word(msg[i - 1])) &&
+        (i + f.size() == msg.size() || !word(msg[i + f.size()]))) {
+      out += flag;
+      i += f.size();
+    } else {
+      out += msg[i++];
+    }
   }
-  if (data_labels.defined() && data_labels.numel() == n && data_labels.max().item<int64_t>() < h.num_classes)
-    return data_labels.to(at::kLong);
-  return at::full({n}, h.null_label, opt);
-}
-
-void SamplerChoice::check(const std::string& allowed) const {
-  const auto names = split_list(allowed);
-  if (std::find(names.begin(), names.end(), name) == names.end()) {
-    std::string list;
-    for (size_t i = 0; i < names.size(); ++i) list += (i ? (i + 1 == names.size() ? " or " : ", ") : "") + names[i];
-    throw InvalidArgument("unknown sampler '" + name + "' (choose " + list + ")");
-  }
-}
-
-int64_t SamplerChoice::default_steps(int64_t T) const {
-  const int64_t n = name == "ddim" ? 50 : name == "dpm++" ? 20 : name == "langevin" ? 100 : T;
-  return std::min(n, T);
-}
-
-std::string SamplerChoice::default_spacing(const DiffusionConfig& d) const {
-  if (name == "dpm++" || name == "langevin") return d.schedule == "cosine" ? "trailing" : "logsnr";
-  return "ddim";
-}
-
-at::Tensor SamplerChoice::run(const GaussianDiffusion& d, const Denoiser& model, const at::Tensor& x_T,
-                              at::Generator& gen, const SampleOptions& o) const {
-  if (name == "ddpm") return ddpm_sample(d, model, x_T, gen, o);
-  if (name == "ddim") return ddim_sample(d, model, x_T, eta, gen, o);
-  if (name == "dpm++") return dpm_solver_sample(d, model, x_T, order, o);
-  if (name == "langevin") return langevin_sample(d, model, x_T, gen, langevin, o);
-  throw InvalidArgument("unknown sampler '" + name + "' (choose ddpm, ddim, dpm++ or langevin)");
+  return out;
 }
 
 void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol) {

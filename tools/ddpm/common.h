@@ -13,49 +13,29 @@
 #include "ddpm/data/points.h"
 #include "ddpm/diffusion.h"
 #include "ddpm/io/plot.h"
+#include "ddpm/errors.h"
+#include "ddpm/sampler_registry.h"
 #include "ddpm/samplers.h"
 #include "ddpm/models/network.h"
+#include "ddpm/store/model.h"
 #include "ddpm/train/config.h"
 
 namespace ddpm::cli {
 
 /// The diffusion flags, spelled the same on every command. A flag the user did not give is empty, so a
-/// checkpoint's own settings fill it and a contradicting flag can be refused.
+/// checkpoint's own settings fill it and a contradicting flag can be refused (by the library: open_model).
 struct DiffusionFlags {
   std::optional<std::string> schedule, mean_type, var_type, loss, timestep_sampler;
   std::optional<int64_t> timesteps;
   void add(CLI::App* app, bool training);
-  /// Defaults overridden by the flags given.
-  DiffusionConfig resolve() const;
-  /// `base` (e.g. a preset's) overridden by the flags given.
-  DiffusionConfig resolve_over(DiffusionConfig base) const;
-  /// A checkpoint's settings; throws ConfigMismatch if a given flag contradicts them.
-  DiffusionConfig merge_with(const DiffusionConfig& stored, const std::string& source) const;
+  /// The flags given, as typed settings (names checked).
+  DiffusionOverrides overrides() const;
+  /// --loss and --timestep-sampler, where given, into a training configuration.
+  void apply_training(TrainConfig& t) const;
 };
 
-/// A model as the CLI accepts it: a checkpoint, or an exact denoiser spelled gaussian:... or gmm:....
-struct ModelHandle {
-  Denoiser denoiser;
-  DiffusionConfig diffusion;
-  int64_t num_classes = 0;       ///< 0 if unconditional
-  int64_t null_label = 0;
-  std::vector<int64_t> item_shape;
-  std::shared_ptr<Network> network;  ///< null for exact denoisers
-  nlohmann::json meta;               ///< checkpoint metadata, or {} for exact denoisers
-  std::optional<GaussianMixture> mixture;  ///< for exact denoisers
-  std::string description;
-};
-
-/// CHECKPOINT.safetensors | MODEL.pt (TorchScript, settings from MODEL.json beside it and the flags) |
-/// gaussian:mean=M,std=S,dim=D | gmm:FILE.json | gmm:NAME.
-ModelHandle load_model_spec(const std::string& spec, const DiffusionFlags& flags);
-/// True for torchscript:PATH and paths ending in .pt, .pth or .ts.
-bool is_torchscript_spec(const std::string& spec);
-/// MODEL.pt → MODEL.json.
-std::string torchscript_sidecar(const std::string& path);
-
-/// --data toy:NAME | FILE.npy (with an optional labels file); toy sets use `size` points drawn with `seed`.
-PointSet load_data_spec(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels = "");
+/// open_model with the diffusion flags and the global --attention-precision.
+Model open_cli_model(const std::string& spec, const DiffusionFlags& flags);
 
 /// "cpu" or "cuda" ("cuda:N"); throws InvalidArgument when CUDA is asked for but not available.
 at::Device parse_device(const std::string& name);
@@ -100,9 +80,6 @@ GlobalOptions& global_options();
 /// Throws IoError unless a file can be created at `path` (checked before long work starts); empty = no file.
 void check_writable(const std::string& path);
 
-/// Writes `text` to `path` atomically (CSV, JSON); throws IoError.
-void write_text(const std::string& path, const std::string& text);
-
 /// "3,17,4" → {3, 17, 4}; throws InvalidArgument naming `flag` on anything else.
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& flag);
 std::vector<std::string> split_list(const std::string& text);
@@ -120,32 +97,18 @@ struct ImageBatch {
 /// Images from `files` (comma-separated PNG/JPEG paths) or else from the data set `data` at `indices`
 /// (comma-separated; empty = the first `count`). Throws InvalidArgument when the model is not an image model or
 /// the images do not fit it.
-ImageBatch load_input_images(const ModelHandle& h, const std::string& files, const std::string& data,
+ImageBatch load_input_images(const Model& h, const std::string& files, const std::string& data,
                              const std::string& indices, int64_t count);
 
-/// Class labels for N items of a conditional model: --class K if given, else `data_labels` if defined, else the
-/// null label (unconditional, for models trained with label dropout). Undefined for unconditional models.
-at::Tensor labels_for(const ModelHandle& h, int64_t n, const std::optional<int64_t>& klass,
-                      const at::Tensor& data_labels = {});
+/// The sampler flags every sampling command shares, bound to the library's SamplerSpec; the help text lists what
+/// the sampler registry says. `allowed` limits the names (empty = every registered sampler).
+void add_sampler_flags(CLI::App* c, SamplerSpec& spec, const std::vector<std::string>& allowed = {},
+                       bool parameters = true);
 
-/// The samplers the CLI names: "ddpm", "ddim", "dpm++" (2M) and "langevin".
-struct SamplerChoice {
-  std::string name = "ddpm";
-  double eta = 0.0;                ///< DDIM
-  int order = 2;                   ///< DPM-Solver++
-  LangevinOptions langevin;        ///< Langevin
-  /// Throws InvalidArgument unless `name` is one of `allowed` (comma-separated).
-  void check(const std::string& allowed) const;
-  /// Steps when --steps is not given: T for ddpm, 50 for ddim, 20 for dpm++, 100 noise levels for langevin (≤ T).
-  int64_t default_steps(int64_t T) const;
-  /// Spacing when --spacing is not given: log-SNR for dpm++ and langevin ("trailing" on the cosine schedule, whose
-  /// ᾱ_T is nearly 0 and where log-SNR steps crowd the noisy end; docs/RESULTS.md), "ddim" otherwise.
-  std::string default_spacing(const DiffusionConfig& d) const;
-  /// Model calls the run makes (for progress bars).
-  int64_t calls(int64_t steps) const { return name == "langevin" ? steps * langevin.steps_per_level : steps; }
-  at::Tensor run(const GaussianDiffusion& d, const Denoiser& model, const at::Tensor& x_T, at::Generator& gen,
-                 const SampleOptions& o) const;
-};
+/// The CLI's spelling of a library field ("timesteps" → "--timesteps"), or "" when it has none.
+std::string flag_for_field(const std::string& field);
+/// A library error's message with its field spelled as the flag: "timesteps must be ..." → "--timesteps must be ...".
+std::string render_error(const Error& e);
 
 /// save_image_grid with the --zoom of the command line.
 void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol);

@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   } catch (const SilentExit& e) {
     return e.code;
   } catch (const ddpm::Error& e) {
-    std::cerr << error_prefix() << first_line(e.what()) << "\n";
+    std::cerr << error_prefix() << first_line(render_error(e)) << "\n";
     return 1;
   } catch (const c10::Error& e) {
     std::cerr << error_prefix() << first_line(e.what_without_backtrace()) << "\n";

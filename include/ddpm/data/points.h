@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/models/exact.h"
+#include "ddpm/mixture.h"
 
 namespace ddpm {
 
@@ -34,6 +34,10 @@ PointSet sample_mixture(const GaussianMixture& mixture, int64_t n, at::Generator
 
 /// Reads an [N, D] float32/float64 .npy (and optionally an [N] integer labels .npy); throws on bad files.
 PointSet load_points_npy(const std::string& path, const std::string& labels_path = "");
+
+/// A point set by spec: toy:NAME (`size` points drawn with `seed`) or FILE.npy (with an optional labels .npy).
+/// Throws InvalidArgument (field "data") for any other spec.
+PointSet load_points(const std::string& spec, int64_t size, uint64_t seed, const std::string& labels_path = "");
 
 /// Reads a mixture from JSON {"weights": [K], "means": [K][D], "stds": [K]}; throws IoError / FormatError.
 GaussianMixture load_mixture_json(const std::string& path);

@@ -8,21 +8,9 @@
 #include <vector>
 
 #include "ddpm/diffusion.h"
+#include "ddpm/mixture.h"
 
 namespace ddpm {
-
-/// Σ_k π_k N(μ_k, s_k² I) in D dimensions.
-struct GaussianMixture {
-  std::vector<double> weights;             ///< [K], normalised on use
-  std::vector<std::vector<double>> means;  ///< [K][D]
-  std::vector<double> stds;                ///< [K]
-  int64_t num_components() const { return static_cast<int64_t>(weights.size()); }
-  int64_t dim() const { return means.empty() ? 0 : static_cast<int64_t>(means[0].size()); }
-  /// Throws InvalidArgument if sizes disagree, a weight is negative or a std is not positive.
-  void validate() const;
-  /// N(mean·1, std² I) in `dim` dimensions.
-  static GaussianMixture gaussian(double mean, double std, int64_t dim);
-};
 
 /// The exact denoiser of a Gaussian mixture under the diffusion whose ᾱ (of the *original*, unrespaced schedule)
 /// is given. Output is E[ε | x_t], E[x0 | x_t] or E[v | x_t] according to `mean_type` (prev_x is not offered:

@@ -16,6 +16,12 @@ namespace ddpm {
 /// bf16 runs both products and the softmax in bfloat16 (rounding of about 0.4% per score), several times faster on
 /// CPUs with AMX or AVX512-BF16; docs/PERFORMANCE.md measures its effect on FID and bits/dim.
 enum class AttentionPrecision { fp32, bf16 };
+template <>
+struct EnumNames<AttentionPrecision> {
+  static constexpr const char* what = "attention precision";
+  static constexpr std::pair<AttentionPrecision, const char*> table[] = {{AttentionPrecision::fp32, "fp32"},
+                                                                         {AttentionPrecision::bf16, "bf16"}};
+};
 
 /// "fp32" | "bf16"; throws InvalidArgument otherwise.
 AttentionPrecision parse_attention_precision(const std::string& name);

@@ -1,32 +1,13 @@
-// Configurations that travel with a checkpoint: the diffusion settings and the training hyperparameters.
+// The training hyperparameters that travel with a checkpoint (the diffusion settings are ddpm/diffusion_config.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "ddpm/diffusion.h"
+#include "ddpm/diffusion_config.h"
 #include "ddpm/losses.h"
 
 namespace ddpm {
-
-/// The diffusion settings, spelled as on the command line (SPEC names and defaults).
-struct DiffusionConfig {
-  std::string schedule = "linear";
-  int64_t timesteps = 1000;
-  std::string mean_type = "eps";
-  std::string var_type = "fixed_large";
-  std::string loss = "mse";
-  std::string timestep_sampler = "uniform";
-
-  /// Throws InvalidArgument naming the first bad setting.
-  void validate() const;
-  /// The full (unrespaced) process.
-  GaussianDiffusion make() const;
-  /// The process respaced to the given kept timesteps.
-  GaussianDiffusion make_respaced(const std::vector<int64_t>& kept) const;
-  nlohmann::json to_json() const;
-  static DiffusionConfig from_json(const nlohmann::json& j);
-};
 
 struct TrainConfig {
   int64_t steps = 5000;
@@ -39,10 +20,20 @@ struct TrainConfig {
   double label_dropout = 0.0; ///< probability of replacing a label by the null label (classifier-free guidance)
   uint64_t seed = 0;
   bool random_flip = false;   ///< flip images horizontally with probability 1/2 (4-D data only)
+  LossType loss = LossType::mse;
+  std::string timestep_sampler = "uniform";  ///< uniform | loss-second-moment
 
+  /// Throws InvalidArgument naming the field at fault.
   void validate() const;
-  nlohmann::json to_json() const;
-  static TrainConfig from_json(const nlohmann::json& j);
 };
+
+// Every field by its name; missing keys keep their defaults.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, steps, batch, lr, adam_beta1, adam_beta2, adam_eps,
+                                                warmup, grad_clip, ema_decay, label_dropout, seed, random_flip, loss,
+                                                timestep_sampler)
+
+/// The training settings of checkpoint metadata. Checkpoints before the typed settings stored the loss and the
+/// timestep sampler with the diffusion settings; they are read from there when "train" lacks them.
+TrainConfig train_config_from_meta(const nlohmann::json& meta);
 
 }  // namespace ddpm

@@ -12,6 +12,7 @@
 
 #include "ddpm/losses.h"
 #include "ddpm/models/network.h"
+#include "ddpm/store/train_state.h"
 #include "ddpm/timestep_sampler.h"
 #include "ddpm/train/adam.h"
 #include "ddpm/train/config.h"
@@ -27,12 +28,6 @@ struct StepStats {
   double vb = 0;      ///< mean VLB term (NaN when none)
   double grad_norm = 0;
   double lr = 0;
-};
-
-/// Everything needed to resume exactly: named tensors and JSON settings.
-struct TrainState {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  nlohmann::json meta;
 };
 
 class Trainer {
@@ -57,15 +52,12 @@ class Trainer {
 
   std::shared_ptr<Network> network() const { return net_; }
   std::shared_ptr<Network> ema_network() const { return ema_; }
-  const GaussianDiffusion& diffusion() const { return diffusion_; }
   const DiffusionConfig& diffusion_config() const { return dcfg_; }
   const TrainConfig& config() const { return config_; }
   int rank() const { return comm_ ? comm_->rank() : 0; }
   int world_size() const { return comm_ ? comm_->world_size() : 1; }
   /// Images (or points) per step over all ranks.
   int64_t global_batch() const { return config_.batch * world_size(); }
-  /// Lets a resumed run train longer than first planned.
-  void set_total_steps(int64_t steps) { config_.steps = steps; }
 
   TrainState state() const;
   /// Restores a state() of a trainer with the same network and settings; throws ConfigMismatch otherwise.
@@ -76,7 +68,6 @@ class Trainer {
   DiffusionConfig dcfg_;
   TrainConfig config_;
   GaussianDiffusion diffusion_;
-  LossType loss_type_;
   Decoder decoder_;
   at::Tensor data_, labels_;
   int64_t num_classes_;

@@ -1,4 +1,4 @@
-#include "ddpm/io/checkpoint.h"
+#include "ddpm/store/checkpoint.h"
 
 #include <c10/core/GradMode.h>
 
@@ -28,6 +28,22 @@ nlohmann::json parse_meta(const std::map<std::string, std::string>& m, const std
 }
 
 }  // namespace
+
+const at::Tensor& TrainState::at(const std::string& name) const {
+  for (const auto& kv : tensors)
+    if (kv.first == name) return kv.second;
+  throw FormatError("the checkpoint lacks tensor '" + name + "'");
+}
+
+DiffusionConfig diffusion_from_meta(const nlohmann::json& meta, const std::string& path) {
+  try {
+    return meta.at("diffusion").get<DiffusionConfig>();
+  } catch (const Error& e) {
+    throw FormatError("'" + path + "' has bad diffusion settings: " + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError("'" + path + "' has bad diffusion settings: " + e.what());
+  }
+}
 
 void save_checkpoint(const std::string& path, const TrainState& state, const nlohmann::json& extra) {
   SafeTensors st;
@@ -63,11 +79,7 @@ LoadedModel load_model(const std::string& path, bool ema) {
   auto st = load_safetensors(path);
   LoadedModel m;
   m.meta = parse_meta(st.metadata, path);
-  try {
-    m.diffusion = DiffusionConfig::from_json(m.meta.at("diffusion"));
-  } catch (const InvalidArgument& e) {
-    throw FormatError("'" + path + "' has bad diffusion settings: " + e.what());
-  }
+  m.diffusion = diffusion_from_meta(m.meta, path);
   m.network = make_network(m.meta.at("network"));
   const std::string prefix = ema ? "ema." : "model.";
   at::NoGradGuard g;

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "ddpm/diffusion_config.h"
 #include "ddpm/models/network.h"
-#include "ddpm/train/config.h"
-#include "ddpm/train/trainer.h"
+#include "ddpm/store/train_state.h"
 
 namespace ddpm {
 

@@ -1,0 +1,187 @@
+#include "ddpm/store/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "ddpm/data/points.h"
+#include "ddpm/errors.h"
+#include "ddpm/models/exact.h"
+#include "ddpm/models/torchscript.h"
+#include "ddpm/samplers.h"
+#include "ddpm/store/checkpoint.h"
+
+namespace ddpm {
+namespace {
+
+std::map<std::string, std::string> parse_kv(const std::string& s, const std::string& what) {
+  std::map<std::string, std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto eq = item.find('=');
+    if (eq == std::string::npos) throw InvalidArgument(what + ": expected key=value, got '" + item + "'", "model");
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+double parse_double(const std::string& s, const std::string& what) {
+  try {
+    size_t pos = 0;
+    double v = std::stod(s, &pos);
+    if (pos != s.size()) throw std::invalid_argument("trailing");
+    return v;
+  } catch (const std::exception&) {
+    throw InvalidArgument(what + ": '" + s + "' is not a number", "model");
+  }
+}
+
+Model exact_model(GaussianMixture g, const std::string& spec, const OpenOptions& o) {
+  Model m;
+  m.kind = Model::Kind::exact;
+  m.spec = spec;
+  m.description = "exact denoiser of " + spec;
+  m.diffusion = o.diffusion.over(DiffusionConfig());
+  if (learns_variance(m.diffusion.var_type))
+    throw InvalidArgument("exact denoisers predict the mean only; use var_type fixed_small or fixed_large", "var_type");
+  ExactMixtureDenoiser d(g, m.diffusion.alphas_cumprod(), m.diffusion.mean_type);
+  m.denoiser = d.as_denoiser();
+  m.num_classes = g.num_components() > 1 ? g.num_components() : 0;
+  m.null_label = g.num_components();
+  m.item_shape = {g.dim()};
+  m.mixture = std::move(g);
+  return m;
+}
+
+Model open_gaussian(const std::string& spec, const OpenOptions& o) {
+  const std::string what = "gaussian:mean=M,std=S,dim=D";
+  auto kv = parse_kv(spec.substr(9), what);
+  for (const auto& [k, v] : kv)
+    if (k != "mean" && k != "std" && k != "dim")
+      throw InvalidArgument(what + ": unknown key '" + k + "' (use mean, std, dim)", "model");
+  const double mean = kv.count("mean") ? parse_double(kv["mean"], "mean") : 0.0;
+  const double std = kv.count("std") ? parse_double(kv["std"], "std") : 1.0;
+  const double dim = kv.count("dim") ? parse_double(kv["dim"], "dim") : 2.0;
+  if (!(std > 0)) throw InvalidArgument(what + ": std must be positive", "model");
+  if (dim < 1 || dim != std::floor(dim)) throw InvalidArgument(what + ": dim must be a positive integer", "model");
+  return exact_model(GaussianMixture::gaussian(mean, std, static_cast<int64_t>(dim)), spec, o);
+}
+
+Model open_torchscript(const std::string& spec, const OpenOptions& o) {
+  const std::string path = spec.rfind("torchscript:", 0) == 0 ? spec.substr(12) : spec;
+  const std::string side = torchscript_sidecar(path);
+  nlohmann::json j = nlohmann::json::object();
+  if (std::filesystem::exists(side)) {
+    try {
+      std::ifstream in(side);
+      j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      throw FormatError("'" + side + "' is not valid JSON: " + std::string(e.what()));
+    }
+  }
+  if (!j.contains("item_shape"))
+    throw InvalidArgument("TorchScript model '" + path + "' needs a sidecar '" + side +
+                          "' giving at least {\"item_shape\": [C, H, W]} (and its schedule, timesteps, mean_type, "
+                          "var_type, num_classes unless the defaults hold)");
+  Model m;
+  m.kind = Model::Kind::torchscript;
+  m.spec = spec;
+  m.description = path;
+  m.diffusion = o.diffusion.over(j.get<DiffusionConfig>());
+  m.item_shape = j["item_shape"].get<std::vector<int64_t>>();
+  m.num_classes = j.value("num_classes", int64_t{0});
+  m.null_label = j.value("null_label", m.num_classes);
+  if (m.item_shape.empty()) throw InvalidArgument("'" + side + "': item_shape must not be empty");
+  auto ts = load_torchscript(path, m.null_label);
+  if (ts.arity == 3 && m.num_classes == 0)
+    throw InvalidArgument("'" + path + "' takes labels (forward(x, t, y)); give \"num_classes\" in '" + side + "'");
+  if (ts.arity == 2 && m.num_classes > 0)
+    throw InvalidArgument("'" + path + "' takes no labels (forward(x, t)) but '" + side + "' says num_classes = " +
+                          std::to_string(m.num_classes));
+  // One probe call: the output must be one item per input, with twice the channels when the variance is learned.
+  const auto shape = m.batch_shape(1);
+  auto probe = ts.denoiser(at::zeros(shape), at::zeros({1}, at::kLong), at::Tensor());
+  auto want = shape;
+  if (learns_variance(m.diffusion.var_type)) want[1] *= 2;
+  if (!probe.sizes().equals(want))
+    throw InvalidArgument("'" + path + "' returns " + std::string(c10::str(probe.sizes())) + " for input " +
+                          std::string(c10::str(at::IntArrayRef(shape))) + "; with var_type " +
+                          to_string(m.diffusion.var_type) + " it must return " +
+                          std::string(c10::str(at::IntArrayRef(want))));
+  m.denoiser = ts.denoiser;
+  m.meta = j;
+  return m;
+}
+
+}  // namespace
+
+std::vector<int64_t> Model::batch_shape(int64_t n) const {
+  std::vector<int64_t> s = {n};
+  s.insert(s.end(), item_shape.begin(), item_shape.end());
+  return s;
+}
+
+at::Tensor Model::labels(int64_t n, const std::optional<int64_t>& klass, const at::Tensor& data_labels) const {
+  if (num_classes == 0) {
+    if (klass) throw InvalidArgument("class needs a class-conditional model; this one has no classes", "class");
+    return {};
+  }
+  auto opt = at::TensorOptions().dtype(at::kLong);
+  if (klass) {
+    if (*klass < 0 || *klass >= num_classes)
+      throw InvalidArgument("class must be in 0.." + std::to_string(num_classes - 1), "class");
+    return at::full({n}, *klass, opt);
+  }
+  if (data_labels.defined() && data_labels.numel() == n && data_labels.max().item<int64_t>() < num_classes)
+    return data_labels.to(at::kLong);
+  return at::full({n}, null_label, opt);
+}
+
+Denoiser Model::guided(double w) const {
+  if (w == 0.0) return denoiser;
+  if (num_classes == 0) throw InvalidArgument("guidance needs a class-conditional model", "guidance");
+  return classifier_free_guidance(denoiser, w, null_label, learns_variance(diffusion.var_type));
+}
+
+bool is_torchscript_spec(const std::string& spec) {
+  auto ends = [&](const std::string& ext) {
+    return spec.size() > ext.size() && spec.compare(spec.size() - ext.size(), ext.size(), ext) == 0;
+  };
+  return spec.rfind("torchscript:", 0) == 0 || ends(".pt") || ends(".pth") || ends(".ts");
+}
+
+std::string torchscript_sidecar(const std::string& path) {
+  return std::filesystem::path(path).replace_extension(".json").string();
+}
+
+Model open_model(const std::string& spec, const OpenOptions& o) {
+  if (spec.rfind("gaussian:", 0) == 0) return open_gaussian(spec, o);
+  if (spec.rfind("gmm:", 0) == 0) {
+    const std::string what = spec.substr(4);
+    const auto names = toy_names();
+    GaussianMixture g = std::find(names.begin(), names.end(), what) != names.end() ? toy_mixture(what)
+                                                                                     : load_mixture_json(what);
+    return exact_model(std::move(g), spec, o);
+  }
+  if (is_torchscript_spec(spec)) return open_torchscript(spec, o);
+  auto loaded = load_model(spec);
+  Model m;
+  m.kind = Model::Kind::checkpoint;
+  m.spec = spec;
+  m.description = spec;
+  m.diffusion = o.diffusion.check_against(loaded.diffusion, "'" + spec + "'");
+  m.network = loaded.network;
+  m.network->set_attention_precision(o.attention);
+  m.denoiser = as_denoiser(m.network);
+  m.num_classes = m.network->num_classes();
+  m.null_label = m.num_classes;
+  m.item_shape = m.network->item_shape();
+  m.meta = loaded.meta;
+  return m;
+}
+
+}  // namespace ddpm
