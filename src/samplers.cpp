@@ -187,7 +187,7 @@ at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda) {
 Denoiser classifier_free_guidance(Denoiser model, double w, int64_t null_label, bool learned_variance) {
   return [model = std::move(model), w, null_label, learned_variance](const at::Tensor& x, const at::Tensor& t,
                                                                      const at::Tensor& y) {
-    if (!y.defined()) throw InvalidArgument("classifier-free guidance needs class labels (give --class)");
+    if (!y.defined()) throw InvalidArgument("classifier-free guidance needs class labels: give a class", "class");
     if (w == 0.0) return model(x, t, y);
     auto null = at::full_like(y, null_label);
     auto out = model(at::cat({x, x}), at::cat({t, t}), at::cat({y, null}));

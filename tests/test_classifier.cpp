@@ -6,6 +6,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/eval/metrics.h"
 #include "ddpm/models/classifier.h"
+#include "ddpm/store/classifier.h"
 #include "ddpm/train/classifier.h"
 #include "support.h"
 

@@ -14,6 +14,7 @@
 
 #include "ddpm/data/images.h"
 #include "ddpm/models/classifier.h"
+#include "ddpm/store/classifier.h"
 #include "ddpm/store/checkpoint.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/io/safetensors.h"

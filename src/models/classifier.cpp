@@ -9,25 +9,16 @@
 
 #include "ddpm/compat.h"
 #include "ddpm/errors.h"
-#include "ddpm/io/safetensors.h"
 
 namespace ddpm {
 
 nlohmann::json ClassifierOptions::to_json() const {
-  return {{"type", "classifier"}, {"in_channels", in_channels}, {"image_size", image_size},
-          {"num_classes", num_classes}, {"width", width}, {"feature_dim", feature_dim}, {"dropout", dropout}};
+  nlohmann::json j = *this;
+  j["type"] = "classifier";
+  return j;
 }
 
-ClassifierOptions ClassifierOptions::from_json(const nlohmann::json& j) {
-  ClassifierOptions o;
-  o.in_channels = j.value("in_channels", o.in_channels);
-  o.image_size = j.value("image_size", o.image_size);
-  o.num_classes = j.value("num_classes", o.num_classes);
-  o.width = j.value("width", o.width);
-  o.feature_dim = j.value("feature_dim", o.feature_dim);
-  o.dropout = j.value("dropout", o.dropout);
-  return o;
-}
+ClassifierOptions ClassifierOptions::from_json(const nlohmann::json& j) { return j.get<ClassifierOptions>(); }
 
 Classifier::Classifier(ClassifierOptions o) : options_(o) {
   if (o.in_channels < 1 || o.num_classes < 2 || o.width < 1 || o.feature_dim < 1 || !(o.dropout >= 0 && o.dropout < 1))
@@ -80,43 +71,6 @@ at::Tensor classifier_apply(Classifier& net, const at::Tensor& x, bool features,
 double classifier_accuracy(Classifier& net, const at::Tensor& x, const at::Tensor& y, int64_t batch) {
   auto pred = classifier_apply(net, x, false, batch).argmax(1);
   return (pred == y.to(at::kLong)).to(at::kDouble).mean().item<double>();
-}
-
-void save_classifier(const std::string& path, Classifier& net, const nlohmann::json& extra_meta) {
-  SafeTensors st;
-  for (const auto& kv : net.named_parameters(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
-  for (const auto& kv : net.named_buffers(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
-  st.metadata["network"] = net.options().to_json().dump();
-  for (const auto& [k, v] : extra_meta.items()) st.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  save_safetensors(path, st);
-}
-
-std::shared_ptr<Classifier> load_classifier(const std::string& path, nlohmann::json* meta) {
-  auto st = load_safetensors(path);
-  auto it = st.metadata.find("network");
-  nlohmann::json cfg;
-  try {
-    if (it != st.metadata.end()) cfg = nlohmann::json::parse(it->second);
-  } catch (const std::exception&) {
-  }
-  if (cfg.value("type", std::string()) != "classifier")
-    throw FormatError("'" + path + "' is not a ddpm classifier (train one with `ddpm classifier train`)");
-  auto net = std::make_shared<Classifier>(ClassifierOptions::from_json(cfg));
-  torch::NoGradGuard g;
-  for (auto& kv : net->named_parameters(true)) kv.value().copy_(st.at(kv.key()));
-  for (auto& kv : net->named_buffers(true)) kv.value().copy_(st.at(kv.key()));
-  net->eval();
-  if (meta) {
-    *meta = nlohmann::json::object();
-    for (const auto& [k, v] : st.metadata) {
-      try {
-        (*meta)[k] = nlohmann::json::parse(v);
-      } catch (const std::exception&) {
-        (*meta)[k] = v;
-      }
-    }
-  }
-  return net;
 }
 
 }  // namespace ddpm

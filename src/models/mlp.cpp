@@ -63,10 +63,9 @@ at::Tensor MLPDenoiser::forward(const at::Tensor& x, const at::Tensor& t, const 
 }
 
 nlohmann::json MLPDenoiser::config() const {
-  return {{"type", "mlp"},         {"dim", options_.dim},
-          {"hidden", options_.hidden}, {"blocks", options_.blocks},
-          {"time_dim", options_.time_dim}, {"num_classes", options_.num_classes},
-          {"out_factor", options_.out_factor}};
+  nlohmann::json j = options_;
+  j["type"] = "mlp";
+  return j;
 }
 
 }  // namespace ddpm

@@ -17,16 +17,7 @@ AttentionPrecision parse_attention_precision(const std::string& name) { return p
 std::shared_ptr<Network> make_network(const nlohmann::json& c) {
   try {
     const std::string type = c.at("type").get<std::string>();
-    if (type == "mlp") {
-      MLPOptions o;
-      o.dim = c.value("dim", o.dim);
-      o.hidden = c.value("hidden", o.hidden);
-      o.blocks = c.value("blocks", o.blocks);
-      o.time_dim = c.value("time_dim", o.time_dim);
-      o.num_classes = c.value("num_classes", o.num_classes);
-      o.out_factor = c.value("out_factor", o.out_factor);
-      return std::make_shared<MLPDenoiser>(o);
-    }
+    if (type == "mlp") return std::make_shared<MLPDenoiser>(c.get<MLPOptions>());
     if (type == "unet") return std::make_shared<UNet>(UNetOptions::from_json(c));
     throw InvalidArgument("unknown network type '" + type + "'");
   } catch (const nlohmann::json::exception& e) {

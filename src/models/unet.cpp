@@ -41,8 +41,9 @@ torch::nn::Linear dense(int64_t in, int64_t out, double scale = 1.0) {
 
 torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
   if (channels % groups != 0)
-    throw InvalidArgument("GroupNorm: " + std::to_string(channels) + " channels do not divide into " +
-                          std::to_string(groups) + " groups (choose --groups that divides the channel counts)");
+    throw InvalidArgument("GroupNorm: " + std::to_string(channels) + " channels do not split into " +
+                              std::to_string(groups) + " equal parts; groups must divide every channel count",
+                          "groups");
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(1e-6));
 }
 
@@ -55,33 +56,12 @@ at::Tensor norm_act(const torch::nn::GroupNorm& norm, const at::Tensor& x, bool 
 }  // namespace
 
 nlohmann::json UNetOptions::to_json() const {
-  return {{"type", "unet"},
-          {"in_channels", in_channels},
-          {"image_size", image_size},
-          {"base_channels", base_channels},
-          {"channel_mult", channel_mult},
-          {"num_res_blocks", num_res_blocks},
-          {"attention_resolutions", attention_resolutions},
-          {"dropout", dropout},
-          {"groups", groups},
-          {"learn_sigma", learn_sigma},
-          {"num_classes", num_classes}};
+  nlohmann::json j = *this;
+  j["type"] = "unet";
+  return j;
 }
 
-UNetOptions UNetOptions::from_json(const nlohmann::json& j) {
-  UNetOptions o;
-  o.in_channels = j.value("in_channels", o.in_channels);
-  o.image_size = j.value("image_size", o.image_size);
-  o.base_channels = j.value("base_channels", o.base_channels);
-  o.channel_mult = j.value("channel_mult", o.channel_mult);
-  o.num_res_blocks = j.value("num_res_blocks", o.num_res_blocks);
-  o.attention_resolutions = j.value("attention_resolutions", o.attention_resolutions);
-  o.dropout = j.value("dropout", o.dropout);
-  o.groups = j.value("groups", o.groups);
-  o.learn_sigma = j.value("learn_sigma", o.learn_sigma);
-  o.num_classes = j.value("num_classes", o.num_classes);
-  return o;
-}
+UNetOptions UNetOptions::from_json(const nlohmann::json& j) { return j.get<UNetOptions>(); }
 
 ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, int64_t groups) {
   norm1 = register_module("norm1", group_norm(groups, in));

@@ -8,6 +8,7 @@
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
 #include "ddpm/models/classifier.h"
+#include "ddpm/store/classifier.h"
 #include "ddpm/train/classifier.h"
 
 namespace ddpm::cli {

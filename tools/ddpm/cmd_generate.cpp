@@ -43,11 +43,6 @@ struct GenArgs {
     sampler.validate();
     return sampler.timesteps(h.diffusion);
   }
-
-  at::Tensor run(const GaussianDiffusion& d, const Denoiser& model, const at::Tensor& x, at::Generator& gen,
-                 const SampleOptions& o) const {
-    return run_sampler(sampler, d, model, x, gen, o);
-  }
 };
 
 Model load_image_model(const GenArgs& a) {
@@ -107,7 +102,7 @@ void run_progressive(ProgressiveArgs& a) {
   };
   Progress bar("progressive " + a.sampler.name + " " + std::to_string(steps) + " steps", steps);
   o.progress = [&](int64_t done, int64_t) { bar.update(done); };
-  a.run(d, h.denoiser, x_T, gen, o);
+  run_sampler(a.sampler, d, h.denoiser, x_T, gen, o);
   bar.finish();
   auto by_row = [&](const std::vector<at::Tensor>& cols) { return at::stack(cols, 1).flatten(0, 1); };
   save_grid(a.out, by_row(x0s), S);
@@ -170,7 +165,7 @@ void run_shared(SharedArgs& a) {
     o.clip_denoised = true;
     if (y.defined()) o.y = y.repeat_interleave(K);
     o.progress = [&](int64_t s, int64_t) { bar.update(done + s); };
-    auto samples = a.run(d, h.denoiser, x_t.repeat_interleave(K, 0), gen, o);
+    auto samples = run_sampler(a.sampler, d, h.denoiser, x_t.repeat_interleave(K, 0), gen, o);
     done += d.num_timesteps();
     const double dist = rmse_255(in.crop(samples), in.crop(in.x.repeat_interleave(K, 0)));
     report.push_back({{"t", t + 1}, {"rmse_to_input_255", dist}});
@@ -255,7 +250,7 @@ void run_interpolate(InterpArgs& a) {
       auto mix = (1 - l) * x_t.slice(0, 0, 1) + l * x_t.slice(0, 1, 2);
       auto d = h.diffusion.respaced(timesteps_up_to(grid, t));
       o.progress = [&](int64_t s, int64_t) { bar.update(done + s); };
-      auto out = a.run(d, h.denoiser, mix, gen, o);
+      auto out = run_sampler(a.sampler, d, h.denoiser, mix, gen, o);
       done += d.num_timesteps();
       rows.push_back(at::cat({in.x.slice(0, 0, 1), out, in.x.slice(0, 1, 2)}));
     }

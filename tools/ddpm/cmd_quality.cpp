@@ -18,6 +18,7 @@
 #include "ddpm/eval/metrics.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/models/classifier.h"
+#include "ddpm/store/classifier.h"
 #include "ddpm/models/inception.h"
 #include "ddpm/sampler_registry.h"
 

@@ -240,7 +240,12 @@ std::string flag_for_field(const std::string& field) {
       {"sampler", "--sampler"},     {"eta", "--eta"},                   {"order", "--order"},
       {"langevin_steps", "--langevin-steps"}, {"langevin_scale", "--langevin-scale"},
       {"class", "--class"},         {"guidance", "--guidance"},         {"data", "--data"},
-      {"labels", "--labels"},       {"model", "--model"}};
+      {"labels", "--labels"},       {"model", "--model"},               {"data_size", "--data-size"},
+      {"data_seed", "--data-seed"}, {"hidden", "--hidden"},             {"blocks", "--blocks"},
+      {"channels", "--channels"},   {"channel_mult", "--channel-mult"}, {"res_blocks", "--res-blocks"},
+      {"attention", "--attention"}, {"dropout", "--dropout"},           {"groups", "--groups"},
+      {"grad_clip", "--grad-clip"}, {"seed", "--seed"},                 {"random_flip", "--random-flip"},
+      {"conditional", "--conditional"}, {"preset", "--preset"}};
   auto it = flags.find(field);
   return it == flags.end() ? std::string() : it->second;
 }

@@ -22,9 +22,12 @@ struct ClassifierOptions {
   int64_t width = 32;         ///< channels of the first stage; doubled at each of the next two
   int64_t feature_dim = 256;  ///< the penultimate layer: FID features
   double dropout = 0.3;
+  /// Every field by name, and "type": "classifier".
   nlohmann::json to_json() const;
   static ClassifierOptions from_json(const nlohmann::json& j);
 };
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ClassifierOptions, in_channels, image_size, num_classes, width,
+                                                feature_dim, dropout)
 
 /// [conv-BN-ReLU ×2, max-pool] at widths w, 2w; conv-BN-ReLU at 4w; global average pool; a dense ReLU layer of
 /// feature_dim (the features); dropout; a dense layer to the logits.
@@ -49,8 +52,5 @@ double classifier_accuracy(Classifier& net, const at::Tensor& x, const at::Tenso
 /// Runs `fn` (logits or features) over x in batches, in eval mode, without gradients.
 at::Tensor classifier_apply(Classifier& net, const at::Tensor& x, bool features, int64_t batch = 500);
 
-/// safetensors with the options, the training command and accuracy as metadata; throws IoError / FormatError.
-void save_classifier(const std::string& path, Classifier& net, const nlohmann::json& extra_meta);
-std::shared_ptr<Classifier> load_classifier(const std::string& path, nlohmann::json* meta = nullptr);
 
 }  // namespace ddpm

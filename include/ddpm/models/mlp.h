@@ -19,6 +19,7 @@ struct MLPOptions {
   int64_t num_classes = 0;   ///< > 0: class-conditional, with one extra null label for guidance
   int64_t out_factor = 1;    ///< 2 when the variance is learned
 };
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(MLPOptions, dim, hidden, blocks, time_dim, num_classes, out_factor)
 
 /// x → Linear → [h += W2 SiLU(W1 SiLU(h) + Wt temb)] × blocks → SiLU → Linear → output (zero-initialised, so a
 /// fresh model predicts 0, as the DDPM U-Net's last layer).

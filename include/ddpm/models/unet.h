@@ -29,9 +29,13 @@ struct UNetOptions {
   int64_t groups = 32;                         ///< GroupNorm groups
   bool learn_sigma = false;                    ///< output 2 × in_channels (learned / learned_range variance)
   int64_t num_classes = 0;                     ///< > 0: class embedding with one extra null label
+  /// Every field by name, and "type": "unet" (the network config of checkpoints).
   nlohmann::json to_json() const;
   static UNetOptions from_json(const nlohmann::json& j);
 };
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(UNetOptions, in_channels, image_size, base_channels, channel_mult,
+                                                num_res_blocks, attention_resolutions, dropout, groups, learn_sigma,
+                                                num_classes)
 
 /// GroupNorm → SiLU → conv3×3 → + Dense(SiLU(temb)) → GroupNorm → SiLU → dropout → conv3×3 (zero init);
 /// a 1×1 convolution on the shortcut when the channel count changes.
