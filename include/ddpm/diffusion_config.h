@@ -17,11 +17,18 @@ struct DiffusionConfig {
   int64_t timesteps = 1000;
   MeanType mean_type = MeanType::eps;
   VarType var_type = VarType::fixed_large;
+  /// Explicit β_1..β_T (imported models whose schedule has no name here, e.g. diffusers' linear at T ≠ 1000, which
+  /// does not scale with T); when given, `timesteps` equals their count and `schedule` is not used.
+  std::vector<double> betas;
 
   /// Throws InvalidArgument (field "timesteps") when T < 1.
   void validate() const;
   /// ᾱ of the full schedule.
   std::vector<double> alphas_cumprod() const;
+  /// β of the full schedule (the explicit ones, or the named schedule's).
+  std::vector<double> beta_values() const;
+  /// The full schedule as a Schedule (identity timestep map).
+  Schedule full_schedule() const;
   /// The full (unrespaced) process.
   GaussianDiffusion make() const;
   /// The process respaced to the given kept timesteps (ascending, of the full schedule).
@@ -30,12 +37,14 @@ struct DiffusionConfig {
   /// linspace, leading, trailing).
   GaussianDiffusion respaced(int64_t steps, const std::string& spacing) const;
   bool operator==(const DiffusionConfig& o) const {
-    return schedule == o.schedule && timesteps == o.timesteps && mean_type == o.mean_type && var_type == o.var_type;
+    return schedule == o.schedule && timesteps == o.timesteps && mean_type == o.mean_type && var_type == o.var_type &&
+           betas == o.betas;
   }
   bool operator!=(const DiffusionConfig& o) const { return !(*this == o); }
 };
 
-/// Names: {"schedule": "linear", "timesteps": 1000, "mean_type": "eps", "var_type": "fixed_large"}. Reading
+/// Names: {"schedule": "linear", "timesteps": 1000, "mean_type": "eps", "var_type": "fixed_large"}, plus "betas"
+/// (an array) only when explicit betas are set. Reading
 /// ignores other keys (checkpoints before this version also stored "loss" and "timestep_sampler" here) and fills
 /// missing ones with the defaults; a bad name throws InvalidArgument.
 void to_json(nlohmann::json& j, const DiffusionConfig& c);

@@ -11,6 +11,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/io/file.h"
 #include "ddpm/models/network.h"
+#include "ddpm/models/unet.h"
 
 namespace ddpm {
 
@@ -89,17 +90,24 @@ class Writer {
     return "torch.conv2d(" + x + ", " + p(name + ".weight") + ", " + p(name + ".bias") + ", [" + std::to_string(stride) +
            ", " + std::to_string(stride) + "], [" + std::to_string(pad) + ", " + std::to_string(pad) + "])";
   }
-  static std::string gn(const std::string& x, const std::string& name, int64_t groups) {
+  static std::string gn(const std::string& x, const std::string& name, int64_t groups, double eps = 1e-6) {
     return "torch.group_norm(" + x + ", " + std::to_string(groups) + ", " + p(name + ".weight") + ", " +
-           p(name + ".bias") + ", 9.9999999999999995e-07, False)";
+           p(name + ".bias") + ", " + num(eps) + ", False)";
   }
   /// The sinusoidal embedding of ddpm/models/embedding.h into variable `out`.
-  void timestep_embedding(const std::string& out, int64_t dim) {
+  void timestep_embedding(const std::string& out, int64_t dim, bool flip = false, int64_t shift = 1,
+                          double scale = 1.0) {
     const int64_t half = dim / 2;
     line("freqs = torch.exp(torch.arange(" + std::to_string(half) + ", dtype=x.dtype, device=x.device) * " +
-         num(-std::log(10000.0) / static_cast<double>(half - 1)) + ")");
-    line("args = t.to(x.dtype).unsqueeze(1) * freqs.unsqueeze(0)");
-    line(out + " = torch.cat([torch.sin(args), torch.cos(args)], 1)");
+         num(-std::log(10000.0) / static_cast<double>(half - shift)) + ")");
+    if (scale != 1.0)
+      line("args = (t.to(x.dtype) * " + num(scale) + ").unsqueeze(1) * freqs.unsqueeze(0)");
+    else
+      line("args = t.to(x.dtype).unsqueeze(1) * freqs.unsqueeze(0)");
+    if (flip)
+      line(out + " = torch.cat([torch.cos(args), torch.sin(args)], 1)");
+    else
+      line(out + " = torch.cat([torch.sin(args), torch.cos(args)], 1)");
   }
 
  private:
@@ -128,35 +136,46 @@ std::string mlp_source(const nlohmann::json& c) {
 std::string unet_source(const nlohmann::json& c) {
   std::ostringstream os;
   Writer w(os);
-  const int64_t ch = c.at("base_channels"), groups = c.at("groups"), size = c.at("image_size"),
-                nrb = c.at("num_res_blocks");
-  const auto mult = c.at("channel_mult").get<std::vector<int64_t>>();
-  const auto attn_res = c.at("attention_resolutions").get<std::vector<int64_t>>();
-  const bool cond = c.value("num_classes", 0) > 0;
+  const auto o = UNetOptions::from_json(c);
+  const int64_t ch = o.base_channels, groups = o.groups, size = o.image_size, nrb = o.num_res_blocks;
+  const double eps = o.norm_eps;
+  const auto& mult = o.channel_mult;
+  const auto& attn_res = o.attention_resolutions;
+  const bool cond = o.num_classes > 0;
   const int64_t L = static_cast<int64_t>(mult.size());
   auto has_attn = [&](int64_t level) {
     return std::find(attn_res.begin(), attn_res.end(), size >> level) != attn_res.end();
   };
   // Helpers: a residual block's two halves and an attention block.
   auto res = [&](const std::string& out, const std::string& in, const std::string& name, bool shortcut) {
-    w.line("r = " + Writer::conv("torch.silu(" + Writer::gn(in, name + ".norm1", groups) + ")", name + ".conv1"));
-    w.line("r = r + " + Writer::lin("act", name + ".temb_proj") + ".unsqueeze(-1).unsqueeze(-1)");
-    w.line("r = " + Writer::conv("torch.silu(" + Writer::gn("r", name + ".norm2", groups) + ")", name + ".conv2"));
+    w.line("r = " + Writer::conv("torch.silu(" + Writer::gn(in, name + ".norm1", groups, eps) + ")", name + ".conv1"));
+    if (o.scale_shift_norm) {
+      w.line("e = " + Writer::lin("act", name + ".temb_proj") + ".unsqueeze(-1).unsqueeze(-1)");
+      w.line("sc, sh = torch.chunk(e, 2, 1)");
+      w.line("r = " + Writer::gn("r", name + ".norm2", groups, eps) + " * (1.0 + sc) + sh");
+      w.line("r = " + Writer::conv("torch.silu(r)", name + ".conv2"));
+    } else {
+      w.line("r = r + " + Writer::lin("act", name + ".temb_proj") + ".unsqueeze(-1).unsqueeze(-1)");
+      w.line("r = " + Writer::conv("torch.silu(" + Writer::gn("r", name + ".norm2", groups, eps) + ")", name + ".conv2"));
+    }
     w.line(out + " = " + (shortcut ? Writer::conv(in, name + ".nin_shortcut", 1, 0) : in) + " + r");
   };
-  auto attn = [&](const std::string& var, const std::string& name, int64_t channels) {
-    w.line("a = " + Writer::gn(var, name + ".norm", groups));
+  auto attn = [&](const std::string& var, const std::string& name, int64_t channels, bool up) {
+    const int64_t heads = UNet::heads_for(o, channels, up), d = channels / heads;
+    w.line("a = " + Writer::gn(var, name + ".norm", groups, eps));
     w.line("B, C, H, W = a.size(0), a.size(1), a.size(2), a.size(3)");
-    w.line("q = " + Writer::conv("a", name + ".q", 1, 0) + ".reshape([B, C, H * W])");
-    w.line("k = " + Writer::conv("a", name + ".k", 1, 0) + ".reshape([B, C, H * W])");
-    w.line("v = " + Writer::conv("a", name + ".v", 1, 0) + ".reshape([B, C, H * W])");
-    w.line("wt = torch.softmax(torch.bmm(q.transpose(1, 2), k) * " + num(1.0 / std::sqrt(static_cast<double>(channels))) +
+    const std::string shape = heads > 1 ? "[B * " + std::to_string(heads) + ", " + std::to_string(d) + ", H * W]"
+                                        : std::string("[B, C, H * W]");
+    w.line("q = " + Writer::conv("a", name + ".q", 1, 0) + ".reshape(" + shape + ")");
+    w.line("k = " + Writer::conv("a", name + ".k", 1, 0) + ".reshape(" + shape + ")");
+    w.line("v = " + Writer::conv("a", name + ".v", 1, 0) + ".reshape(" + shape + ")");
+    w.line("wt = torch.softmax(torch.bmm(q.transpose(1, 2), k) * " + num(1.0 / std::sqrt(static_cast<double>(d))) +
            ", -1)");
     w.line("o = torch.bmm(v, wt.transpose(1, 2)).reshape([B, C, H, W])");
     w.line(var + " = " + var + " + " + Writer::conv("o", name + ".proj_out", 1, 0));
   };
   os << "def forward(self, x, t" << (cond ? ", y" : "") << "):\n";
-  w.timestep_embedding("emb", ch);
+  w.timestep_embedding("emb", ch, o.flip_sin_to_cos, o.freq_shift, o.timestep_scale);
   w.line("temb = " + Writer::lin("torch.silu(" + Writer::lin("emb", "temb_dense0") + ")", "temb_dense1"));
   if (cond) w.line("temb = temb + torch.embedding(" + Writer::p("class_emb.weight") + ", y)");
   w.line("act = torch.silu(temb)");
@@ -175,17 +194,21 @@ std::string unet_source(const nlohmann::json& c) {
       auto v = fresh();
       res(v, skips.back().first, name, cur != out);
       cur = out;
-      if (has_attn(i)) attn(v, "down." + std::to_string(i) + ".attn." + std::to_string(j), cur);
+      if (has_attn(i)) attn(v, "down." + std::to_string(i) + ".attn." + std::to_string(j), cur, false);
       skips.push_back({v, cur});
     }
     if (i != L - 1) {
       auto v = fresh();
-      w.line(v + " = " + Writer::conv(skips.back().first, "down." + std::to_string(i) + ".downsample", 2, 1));
+      const std::string name = "down." + std::to_string(i) + ".downsample";
+      if (o.downsample_padding == DownsamplePadding::tf_same)
+        w.line(v + " = " + Writer::conv("torch.constant_pad_nd(" + skips.back().first + ", [0, 1, 0, 1], 0.0)", name, 2, 0));
+      else
+        w.line(v + " = " + Writer::conv(skips.back().first, name, 2, 1));
       skips.push_back({v, cur});
     }
   }
   res("h", skips.back().first, "mid.block1", false);
-  attn("h", "mid.attn1", cur);
+  if (o.mid_attention) attn("h", "mid.attn1", cur, false);
   res("h", "h", "mid.block2", false);
   for (int64_t i = L - 1; i >= 0; --i) {
     const int64_t out = ch * mult[i];
@@ -195,7 +218,7 @@ std::string unet_source(const nlohmann::json& c) {
       w.line("h = torch.cat([h, " + sv + "], 1)");
       res("h", "h", "up." + std::to_string(i) + ".block." + std::to_string(j), cur + sc != out);
       cur = out;
-      if (has_attn(i)) attn("h", "up." + std::to_string(i) + ".attn." + std::to_string(j), cur);
+      if (has_attn(i)) attn("h", "up." + std::to_string(i) + ".attn." + std::to_string(j), cur, true);
     }
     if (i != 0) {
       const auto& sv = skips.back().first;
@@ -203,7 +226,7 @@ std::string unet_source(const nlohmann::json& c) {
       w.line("h = " + Writer::conv("h", "up." + std::to_string(i) + ".upsample"));
     }
   }
-  w.line("return " + Writer::conv("torch.silu(" + Writer::gn("h", "norm_out", groups) + ")", "conv_out"));
+  w.line("return " + Writer::conv("torch.silu(" + Writer::gn("h", "norm_out", groups, eps) + ")", "conv_out"));
   return os.str();
 }
 

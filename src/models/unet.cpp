@@ -27,8 +27,10 @@ void default_init(M& m, double scale = 1.0) {
   if (m->bias.defined()) m->bias.zero_();
 }
 
-torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, double scale = 1.0) {
-  torch::nn::Conv2d c(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2));
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, double scale = 1.0,
+                       int64_t padding = -1) {
+  torch::nn::Conv2d c(
+      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding < 0 ? kernel / 2 : padding));
   default_init(c, scale);
   return c;
 }
@@ -39,12 +41,12 @@ torch::nn::Linear dense(int64_t in, int64_t out, double scale = 1.0) {
   return l;
 }
 
-torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
+torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
   if (channels % groups != 0)
     throw InvalidArgument("GroupNorm: " + std::to_string(channels) + " channels do not split into " +
                               std::to_string(groups) + " equal parts; groups must divide every channel count",
                           "groups");
-  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(1e-6));
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(eps));
 }
 
 // The module's GroupNorm, then SiLU, in one fused pass (group_norm.h).
@@ -63,11 +65,13 @@ nlohmann::json UNetOptions::to_json() const {
 
 UNetOptions UNetOptions::from_json(const nlohmann::json& j) { return j.get<UNetOptions>(); }
 
-ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, int64_t groups) {
-  norm1 = register_module("norm1", group_norm(groups, in));
+ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, int64_t groups, double eps,
+                           bool scale_shift)
+    : scale_shift_(scale_shift) {
+  norm1 = register_module("norm1", group_norm(groups, in, eps));
   conv1 = register_module("conv1", conv(in, out, 3));
-  temb_proj = register_module("temb_proj", dense(temb_dim, out));
-  norm2 = register_module("norm2", group_norm(groups, out));
+  temb_proj = register_module("temb_proj", dense(temb_dim, scale_shift ? 2 * out : out));
+  norm2 = register_module("norm2", group_norm(groups, out, eps));
   dropout = register_module("dropout", torch::nn::Dropout(p));
   conv2 = register_module("conv2", conv(out, out, 3, 1, 0.0));  // zero init: the block starts as the identity
   if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
@@ -75,14 +79,27 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, 
 
 at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb_act) {
   auto h = conv1(norm_act(norm1, x));
+  if (scale_shift_) {
+    // FiLM after the norm (improved-diffusion's use_scale_shift_norm): not fused, GroupNorm then one affine pass.
+    auto e = temb_proj(temb_act);
+    const int64_t C = h.size(1);
+    auto scale = e.narrow(1, 0, C).unsqueeze(-1).unsqueeze(-1), shift = e.narrow(1, C, C).unsqueeze(-1).unsqueeze(-1);
+    auto n = F::silu(at::addcmul(shift, norm_act(norm2, h, /*silu=*/false), scale + 1.0));
+    h = conv2(hashed_dropout(n, dropout->options.p(), is_training()));
+    return (nin_shortcut ? nin_shortcut(x) : x) + h;
+  }
   // h + Dense(temb) goes only into norm2, which adds it itself.
   // Dropout with a hashed mask: at::dropout's serial Bernoulli draws cost 7% of a training step (PERFORMANCE.md).
   h = conv2(hashed_dropout(norm_act(norm2, h, true, temb_proj(temb_act)), dropout->options.p(), is_training()));
   return (nin_shortcut ? nin_shortcut(x) : x) + h;
 }
 
-AttnBlockImpl::AttnBlockImpl(int64_t c, int64_t groups) {
-  norm = register_module("norm", group_norm(groups, c));
+AttnBlockImpl::AttnBlockImpl(int64_t c, int64_t groups, double eps, int64_t heads) : heads_(heads) {
+  if (heads < 1 || c % heads != 0)
+    throw InvalidArgument("attention: " + std::to_string(c) + " channels do not split into " + std::to_string(heads) +
+                              " heads",
+                          "num_heads");
+  norm = register_module("norm", group_norm(groups, c, eps));
   q = register_module("q", conv(c, c, 1));
   k = register_module("k", conv(c, c, 1));
   v = register_module("v", conv(c, c, 1));
@@ -92,6 +109,13 @@ AttnBlockImpl::AttnBlockImpl(int64_t c, int64_t groups) {
 at::Tensor AttnBlockImpl::forward(const at::Tensor& x) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   auto h = norm_act(norm, x, /*silu=*/false);
+  if (heads_ > 1) {
+    // Head g owns channels [g·d, (g+1)·d) of q, k and v: [B, C, N] → [B·heads, d, N].
+    const int64_t d = C / heads_;
+    auto split = [&](const at::Tensor& a) { return a.reshape({B * heads_, d, H * W}); };
+    auto out = spatial_attention(split(q(h)), split(k(h)), split(v(h)), precision);
+    return x + proj_out(out.reshape({B, C, H, W}).contiguous(x.suggest_memory_format()));
+  }
   auto out = spatial_attention(q(h).reshape({B, C, H * W}), k(h).reshape({B, C, H * W}), v(h).reshape({B, C, H * W}),
                                precision);
   return x + proj_out(out.reshape({B, C, H, W}));
@@ -117,10 +141,21 @@ LevelImpl::LevelImpl() {
   attn = register_module("attn", torch::nn::ModuleList());
 }
 
-MiddleImpl::MiddleImpl(int64_t c, int64_t temb_dim, double dropout, int64_t groups) {
-  block1 = register_module("block1", ResBlock(c, c, temb_dim, dropout, groups));
-  attn1 = register_module("attn1", AttnBlock(c, groups));
-  block2 = register_module("block2", ResBlock(c, c, temb_dim, dropout, groups));
+MiddleImpl::MiddleImpl(int64_t c, int64_t temb_dim, const UNetOptions& o, int64_t heads) {
+  block1 = register_module("block1", ResBlock(c, c, temb_dim, o.dropout, o.groups, o.norm_eps, o.scale_shift_norm));
+  if (o.mid_attention) attn1 = register_module("attn1", AttnBlock(c, o.groups, o.norm_eps, heads));
+  block2 = register_module("block2", ResBlock(c, c, temb_dim, o.dropout, o.groups, o.norm_eps, o.scale_shift_norm));
+}
+
+int64_t UNet::heads_for(const UNetOptions& o, int64_t channels, bool up) {
+  if (o.head_channels > 0) {
+    if (channels % o.head_channels != 0)
+      throw InvalidArgument("attention: " + std::to_string(channels) + " channels are not a multiple of head_channels " +
+                                std::to_string(o.head_channels),
+                            "head_channels");
+    return channels / o.head_channels;
+  }
+  return up && o.num_heads_upsample > 0 ? o.num_heads_upsample : o.num_heads;
 }
 
 UNet::UNet(UNetOptions o) : options_(std::move(o)) {
@@ -128,6 +163,11 @@ UNet::UNet(UNetOptions o) : options_(std::move(o)) {
   if (op.in_channels < 1 || op.base_channels < 1 || op.channel_mult.empty() || op.num_res_blocks < 1 ||
       op.image_size < 1 || op.groups < 1 || op.num_classes < 0 || !(op.dropout >= 0 && op.dropout < 1))
     throw InvalidArgument("invalid U-Net options");
+  if (!(op.norm_eps > 0)) throw InvalidArgument("norm_eps must be positive", "norm_eps");
+  if (op.num_heads < 1 || op.num_heads_upsample == 0 || op.num_heads_upsample < -1 || op.head_channels < 0)
+    throw InvalidArgument("attention heads must be positive (num_heads_upsample −1 = num_heads)", "num_heads");
+  if (!(op.timestep_scale > 0)) throw InvalidArgument("timestep_scale must be positive", "timestep_scale");
+  if (op.freq_shift != 0 && op.freq_shift != 1) throw InvalidArgument("freq_shift must be 0 or 1", "freq_shift");
   const int64_t ch = op.base_channels, temb_dim = 4 * ch;
   temb_dense0 = register_module("temb_dense0", dense(ch, temb_dim));
   temb_dense1 = register_module("temb_dense1", dense(temb_dim, temb_dim));
@@ -147,18 +187,20 @@ UNet::UNet(UNetOptions o) : options_(std::move(o)) {
     Level lv;
     const int64_t out = ch * op.channel_mult[i];
     for (int64_t j = 0; j < op.num_res_blocks; ++j) {
-      lv->block->push_back(ResBlock(cur, out, temb_dim, op.dropout, op.groups));
+      lv->block->push_back(ResBlock(cur, out, temb_dim, op.dropout, op.groups, op.norm_eps, op.scale_shift_norm));
       cur = out;
-      if (has_attn(i)) lv->attn->push_back(AttnBlock(cur, op.groups));
+      if (has_attn(i)) lv->attn->push_back(AttnBlock(cur, op.groups, op.norm_eps, heads_for(op, cur, false)));
       skip_channels.push_back(cur);
     }
     if (i != L - 1) {
-      lv->resample = lv->register_module("downsample", conv(cur, cur, 3, 2));
+      // tf_same: the input is padded on the right and bottom in forward, then the convolution pads nothing.
+      const bool tf = op.downsample_padding == DownsamplePadding::tf_same;
+      lv->resample = lv->register_module("downsample", conv(cur, cur, 3, 2, 1.0, tf ? 0 : 1));
       skip_channels.push_back(cur);
     }
     down->push_back(lv);
   }
-  mid = register_module("mid", Middle(cur, temb_dim, op.dropout, op.groups));
+  mid = register_module("mid", Middle(cur, temb_dim, op, heads_for(op, cur, false)));
   std::vector<Level> ups(L);
   for (int64_t i = L - 1; i >= 0; --i) {
     Level lv;
@@ -166,16 +208,17 @@ UNet::UNet(UNetOptions o) : options_(std::move(o)) {
     for (int64_t j = 0; j < op.num_res_blocks + 1; ++j) {
       const int64_t skip = skip_channels.back();
       skip_channels.pop_back();
-      lv->block->push_back(ResBlock(cur + skip, out, temb_dim, op.dropout, op.groups));
+      lv->block->push_back(
+          ResBlock(cur + skip, out, temb_dim, op.dropout, op.groups, op.norm_eps, op.scale_shift_norm));
       cur = out;
-      if (has_attn(i)) lv->attn->push_back(AttnBlock(cur, op.groups));
+      if (has_attn(i)) lv->attn->push_back(AttnBlock(cur, op.groups, op.norm_eps, heads_for(op, cur, true)));
     }
     if (i != 0) lv->resample = lv->register_module("upsample", conv(cur, cur, 3));
     ups[i] = lv;
   }
   up = register_module("up", torch::nn::ModuleList());
   for (auto& lv : ups) up->push_back(lv);
-  norm_out = register_module("norm_out", group_norm(op.groups, cur));
+  norm_out = register_module("norm_out", group_norm(op.groups, cur, op.norm_eps));
   conv_out = register_module("conv_out", conv(cur, op.in_channels * (op.learn_sigma ? 2 : 1), 3, 1, 0.0));
 }
 
@@ -184,7 +227,7 @@ at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Ten
   if (x.dim() != 4 || x.size(1) != op.in_channels)
     throw InvalidArgument("the U-Net expects images [B, " + std::to_string(op.in_channels) + ", H, W], got " +
                           std::string(c10::str(x.sizes())));
-  auto temb = temb_dense1(F::silu(temb_dense0(timestep_embedding(t, op.base_channels).to(x.dtype()))));
+  auto temb = temb_dense1(F::silu(temb_dense0(timestep_embedding(t, op.base_channels, op.flip_sin_to_cos, op.freq_shift, op.timestep_scale).to(x.dtype()))));
   if (op.num_classes > 0) {
     auto labels = y.defined() ? y : at::full({x.size(0)}, op.num_classes, t.options());
     temb = temb + class_emb(labels);
@@ -202,9 +245,14 @@ at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Ten
       if (!lv.attn->is_empty()) h = lv.attn[j]->as<AttnBlockImpl>()->forward(h);
       hs.push_back(h);
     }
-    if (lv.resample) hs.push_back(lv.resample(hs.back()));
+    if (lv.resample)
+      hs.push_back(lv.resample(op.downsample_padding == DownsamplePadding::tf_same
+                                   ? at::constant_pad_nd(hs.back(), {0, 1, 0, 1}, 0)
+                                   : hs.back()));
   }
-  auto h = mid->block2(mid->attn1(mid->block1(hs.back(), act)), act);
+  auto h = mid->block1(hs.back(), act);
+  if (mid->attn1) h = mid->attn1(h);
+  h = mid->block2(h, act);
   for (int64_t i = static_cast<int64_t>(up->size()) - 1; i >= 0; --i) {
     auto& lv = *up[i]->as<LevelImpl>();
     for (size_t j = 0; j < lv.block->size(); ++j) {

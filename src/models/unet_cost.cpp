@@ -12,7 +12,9 @@ UNetCost unet_cost(const UNetOptions& op, int64_t side) {
   UNetCost c;
   const int64_t ch = op.base_channels, temb = 4 * ch;
   auto conv = [&](int64_t in, int64_t out, int64_t k, int64_t stride, int64_t s) {
-    const int64_t out_side = stride == 1 ? s : (s + 2 * (k / 2) - k) / stride + 1;
+    // Stride 2 pads k/2 on both sides, or (tf_same) one pixel on the right/bottom only.
+    const int64_t pad_total = op.downsample_padding == DownsamplePadding::tf_same ? 1 : 2 * (k / 2);
+    const int64_t out_side = stride == 1 ? s : (s + pad_total - k) / stride + 1;
     ConvShape cs{in, out, k, stride, s, out_side};
     c.parameters += in * out * k * k + out;
     c.conv_flops += cs.flops();
@@ -27,7 +29,7 @@ UNetCost unet_cost(const UNetOptions& op, int64_t side) {
   auto resblock = [&](int64_t in, int64_t out, int64_t s) {
     norm(in);
     conv(in, out, 3, 1, s);
-    linear(temb, out);
+    linear(temb, op.scale_shift_norm ? 2 * out : out);  // FiLM: [scale; shift]
     norm(out);
     conv(out, out, 3, 1, s);
     if (in != out) conv(in, out, 1, 1, s);
@@ -69,7 +71,7 @@ UNetCost unet_cost(const UNetOptions& op, int64_t side) {
     }
   }
   resblock(cur, cur, s);
-  attention(cur, s);
+  if (op.mid_attention) attention(cur, s);
   resblock(cur, cur, s);
   for (int64_t i = L - 1; i >= 0; --i) {
     const int64_t out = ch * op.channel_mult[i];

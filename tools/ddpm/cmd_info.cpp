@@ -38,6 +38,13 @@ void register_info(CLI::App& app) {
               << "step        " << m.meta["step"].dump() << "\n"
               << "data        " << m.meta.value("data", nlohmann::json()).dump() << "\n"
               << "command     " << m.meta.value("command", nlohmann::json("")).get<std::string>() << "\n";
+    if (m.meta.contains("imported")) {
+      const auto& s = m.meta["imported"];
+      std::cout << "imported    " << s.value("format", "") << " " << s.value("path", "") << " (weights "
+                << s.value("weights", "") << ")\n";
+      if (s.contains("flags")) std::cout << "flags       " << s["flags"].get<std::string>() << "\n";
+      for (const auto& n : s.value("notes", nlohmann::json::array())) std::cout << "note        " << n.get<std::string>() << "\n";
+    }
   });
 }
 

@@ -17,6 +17,7 @@ void register_quality(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_latents(CLI::App& app);
 void register_launch(CLI::App& app);
+void register_import(CLI::App& app);
 
 /// The command line as the user typed it (stored in checkpoints).
 std::string& command_line();

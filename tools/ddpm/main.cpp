@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   register_latents(app);
   register_info(app);
   register_export(app);
+  register_import(app);
   register_classifier(app);
   register_quality(app);
   register_launch(app);

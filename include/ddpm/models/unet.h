@@ -18,6 +18,19 @@
 
 namespace ddpm {
 
+/// How a downsampling convolution (3×3, stride 2) pads: symmetric = one pixel on every side (improved-diffusion,
+/// this project); tf_same = one pixel on the right and bottom only, as TensorFlow's "SAME" (the DDPM paper's code
+/// and its diffusers ports, google/ddpm-*).
+enum class DownsamplePadding { symmetric, tf_same };
+template <>
+struct EnumNames<DownsamplePadding> {
+  static constexpr const char* what = "downsample padding";
+  static constexpr std::pair<DownsamplePadding, const char*> table[] = {{DownsamplePadding::symmetric, "symmetric"},
+                                                                        {DownsamplePadding::tf_same, "tf_same"}};
+};
+
+/// The defaults are this project's network (the DDPM paper's); the options after num_classes describe the
+/// variants of published models (diffusers UNet2DModel, improved-diffusion UNetModel) so that they import exactly.
 struct UNetOptions {
   int64_t in_channels = 3;                     ///< image channels
   int64_t image_size = 32;                     ///< nominal side; attention resolutions refer to it
@@ -29,22 +42,37 @@ struct UNetOptions {
   int64_t groups = 32;                         ///< GroupNorm groups
   bool learn_sigma = false;                    ///< output 2 × in_channels (learned / learned_range variance)
   int64_t num_classes = 0;                     ///< > 0: class embedding with one extra null label
+  DownsamplePadding downsample_padding = DownsamplePadding::symmetric;
+  bool flip_sin_to_cos = false;                ///< timestep embedding [cos, sin] instead of [sin, cos]
+  int64_t freq_shift = 1;                      ///< ω_k = exp(−ln(10⁴)·k/(half − freq_shift)): 1 (DDPM) or 0
+  double timestep_scale = 1.0;                 ///< the network embeds t·timestep_scale (improved's rescale_timesteps)
+  double norm_eps = 1e-6;                      ///< eps of every GroupNorm
+  int64_t num_heads = 1;                       ///< attention heads (down path and middle)
+  int64_t num_heads_upsample = -1;             ///< heads of the up path; −1: num_heads
+  int64_t head_channels = 0;                   ///< > 0: heads = channels / head_channels everywhere (overrides both)
+  bool scale_shift_norm = false;               ///< FiLM: GN(h)·(1 + scale) + shift from the timestep embedding
+  bool mid_attention = true;                   ///< attention between the two middle ResNet blocks
   /// Every field by name, and "type": "unet" (the network config of checkpoints).
   nlohmann::json to_json() const;
   static UNetOptions from_json(const nlohmann::json& j);
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(UNetOptions, in_channels, image_size, base_channels, channel_mult,
                                                 num_res_blocks, attention_resolutions, dropout, groups, learn_sigma,
-                                                num_classes)
+                                                num_classes, downsample_padding, flip_sin_to_cos, freq_shift,
+                                                timestep_scale, norm_eps, num_heads, num_heads_upsample, head_channels,
+                                                scale_shift_norm, mid_attention)
 
 /// GroupNorm → SiLU → conv3×3 → + Dense(SiLU(temb)) → GroupNorm → SiLU → dropout → conv3×3 (zero init);
-/// a 1×1 convolution on the shortcut when the channel count changes.
+/// a 1×1 convolution on the shortcut when the channel count changes. With scale_shift the dense layer gives
+/// [scale; shift] (2·out values) and the second half is GroupNorm(h)·(1 + scale) + shift → SiLU → dropout → conv.
 class ResBlockImpl : public torch::nn::Module {
  public:
-  ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double dropout, int64_t groups);
+  ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double dropout, int64_t groups, double eps = 1e-6,
+               bool scale_shift = false);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb_act);
 
  private:
+  bool scale_shift_ = false;
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
   torch::nn::Linear temb_proj{nullptr};
@@ -58,14 +86,16 @@ TORCH_MODULE(ResBlock);
 at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              AttentionPrecision precision = AttentionPrecision::fp32);
 
-/// Single-head self-attention over the spatial positions, 1×1 q/k/v, zero-initialised output projection.
+/// Self-attention over the spatial positions, 1×1 q/k/v, zero-initialised output projection. With several heads
+/// each head attends with its own contiguous block of channels/heads channels of q, k and v (scale 1/√d).
 class AttnBlockImpl : public torch::nn::Module {
  public:
-  AttnBlockImpl(int64_t channels, int64_t groups);
+  AttnBlockImpl(int64_t channels, int64_t groups, double eps = 1e-6, int64_t heads = 1);
   at::Tensor forward(const at::Tensor& x);
   AttentionPrecision precision = AttentionPrecision::fp32;
 
  private:
+  int64_t heads_ = 1;
   torch::nn::GroupNorm norm{nullptr};
   torch::nn::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
 };
@@ -80,10 +110,10 @@ class LevelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Level);
 
-/// The middle of the U-Net: ResBlock, attention, ResBlock.
+/// The middle of the U-Net: ResBlock, attention (unless options.mid_attention is false), ResBlock.
 class MiddleImpl : public torch::nn::Module {
  public:
-  MiddleImpl(int64_t channels, int64_t temb_dim, double dropout, int64_t groups);
+  MiddleImpl(int64_t channels, int64_t temb_dim, const UNetOptions& options, int64_t heads);
   ResBlock block1{nullptr}, block2{nullptr};
   AttnBlock attn1{nullptr};
 };
@@ -100,6 +130,8 @@ class UNet : public Network {
   }
   int64_t output_factor() const override { return options_.learn_sigma ? 2 : 1; }
   const UNetOptions& options() const { return options_; }
+  /// Attention heads of a block with `channels` channels on the down path and middle (up = false) or the up path.
+  static int64_t heads_for(const UNetOptions& options, int64_t channels, bool up);
   void set_attention_precision(AttentionPrecision p) override;
 
  private:
