@@ -4,6 +4,7 @@
 //   build/bench/bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] [--json FILE]
 //                          [--no-reference] [--scaling]
 //   build/bench/bench_unet --group-norm                     GroupNorm+SiLU: LibTorch's ops against the fused kernel
+//   build/bench/bench_unet --film [--config C]              FiLM scale-shift ResBlocks against the fused default
 //   build/bench/bench_unet --config C --profile TRACE.json [--bf16 | --train]
 //                          LibTorch profiler trace of sampling forwards (or training steps);
 //                          summarise with bench/profile_summary.py
@@ -382,6 +383,33 @@ void print_table(const std::vector<nlohmann::json>& rows) {
   }
 }
 
+/// The cost of FiLM (scale_shift_norm, improved-diffusion's ResBlocks; not fused) against the fused add-before-norm
+/// block: the same network otherwise, forward passes interleaved, best of `iters`.
+void bench_film(const Config& c, int iters, int64_t batch) {
+  auto with = c.unet;
+  with.scale_shift_norm = true;
+  ddpm::UNet a(c.unet), b(with);
+  a.eval();
+  b.eval();
+  auto x = at::randn({batch, c.unet.in_channels, c.unet.image_size, c.unet.image_size});
+  auto t = at::randint(0, 1000, {batch}, at::TensorOptions().dtype(at::kLong));
+  c10::InferenceMode guard;
+  at::Tensor y;
+  a.forward(x, t, y);
+  b.forward(x, t, y);
+  double best_a = 1e30, best_b = 1e30;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = Clock::now();
+    a.forward(x, t, y);
+    best_a = std::min(best_a, seconds_since(t0));
+    t0 = Clock::now();
+    b.forward(x, t, y);
+    best_b = std::min(best_b, seconds_since(t0));
+  }
+  std::printf("%s batch %lld: add-before-norm (fused) %.1f ms, FiLM scale-shift %.1f ms, ratio %.3f\n", c.name.c_str(),
+              static_cast<long long>(batch), best_a * 1e3, best_b * 1e3, best_b / best_a);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -407,6 +435,7 @@ int main(int argc, char** argv) {
     else if (a == "--scaling") scaling = true;
     else if (a == "--point") point = next();
     else if (a == "--group-norm") which = "group-norm";
+    else if (a == "--film") profile = "film";
     else if (a == "--profile") profile = next();
     else if (a == "--bf16") bf16 = true;
     else if (a == "--train") train = true;
@@ -420,6 +449,11 @@ int main(int argc, char** argv) {
   at::set_num_threads(threads);
   if (which == "group-norm") {
     bench_group_norm(iters);
+    return 0;
+  }
+  if (profile == "film") {
+    for (const auto& c : configs())
+      if (which == "all" || c.name == which) bench_film(c, iters, c.batch_sample);
     return 0;
   }
   if (!profile.empty()) {

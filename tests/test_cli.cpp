@@ -422,3 +422,33 @@ TEST(Cli, RateDistortionWritesTheCurveAndThreePlots) {
   EXPECT_EQ(count_lines(std::string(std::istreambuf_iterator<char>(csv), {})), 51);  // header + t = 50 … 1
   expect_one_line_error("rate-distortion -m gaussian:dim=2 --data toy:gaussian --prefix /proc/nope/rd", "/proc/nope");
 }
+
+// A published model, end to end: import, info, sample, export, and the one-line mistakes.
+TEST(Cli, ImportsPublishedModelsAndSamplesThem) {
+  const std::string pre = std::string(DDPM_TEST_DATA) + "/pretrained/";
+  const std::string out = dir() + "/imported.safetensors";
+  auto r = run("import diffusers " + pre + "ddpm_tf -o " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("wrote " + out + ": 565315 parameters"), std::string::npos) << r.output;
+  r = run("info " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("imported    diffusers " + pre + "ddpm_tf"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"downsample_padding\":\"tf_same\""), std::string::npos) << r.output;
+  r = run("sample -m " + out + " --sampler ddim --steps 5 --num 2 --seed 1 -o " + dir() + "/imp.npy");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run("sample -m diffusers:" + pre + "ddpm_tf --sampler ddim --steps 5 --num 2 --seed 1 -o " + dir() + "/imp2.npy");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(ddpm::test::max_abs_diff(ddpm::read_npy(dir() + "/imp.npy"), ddpm::read_npy(dir() + "/imp2.npy")), 0.0);
+  std::string flags;
+  std::getline(std::ifstream(pre + "improved.flags"), flags);
+  r = run("import improved " + pre + "improved.pt --flags \"" + flags + "\" -o " + dir() + "/imp3.safetensors");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("note: class embedding"), std::string::npos) << r.output;
+  r = run("export " + dir() + "/imp3.safetensors -o " + dir() + "/imp3.pt");
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_one_line_error(("import improved " + pre + "improved.pt --flags \"--num_channels 64\" -o " + dir() + "/x.safetensors"),
+                        "--num_channels 64 contradicts the weights");
+  expect_one_line_error(("import improved " + std::string(DDPM_TEST_DATA) + "/torch/hostile.pt -o " + dir() + "/x.safetensors"),
+                        "refuses the pickle's global 'posix.system'");
+  expect_one_line_error(("import diffusers " + dir() + " -o " + dir() + "/x.safetensors"), "not a diffusers model folder");
+}

@@ -13,6 +13,7 @@
 #include "ddpm/models/torchscript.h"
 #include "ddpm/samplers.h"
 #include "ddpm/store/checkpoint.h"
+#include "ddpm/store/import.h"
 
 namespace ddpm {
 namespace {
@@ -151,6 +152,7 @@ bool is_torchscript_spec(const std::string& spec) {
   auto ends = [&](const std::string& ext) {
     return spec.size() > ext.size() && spec.compare(spec.size() - ext.size(), ext.size(), ext) == 0;
   };
+  if (spec.rfind("improved:", 0) == 0) return false;
   return spec.rfind("torchscript:", 0) == 0 || ends(".pt") || ends(".pth") || ends(".ts");
 }
 
@@ -166,6 +168,30 @@ Model open_model(const std::string& spec, const OpenOptions& o) {
     GaussianMixture g = std::find(names.begin(), names.end(), what) != names.end() ? toy_mixture(what)
                                                                                      : load_mixture_json(what);
     return exact_model(std::move(g), spec, o);
+  }
+  if (spec.rfind("diffusers:", 0) == 0 || spec.rfind("improved:", 0) == 0) {
+    // Imported on the fly: "diffusers:DIR", "improved:FILE.pt --image_size 32 ..." (the flags after the file).
+    ImportedModel im;
+    if (spec[0] == 'd') {
+      im = import_diffusers(spec.substr(10));
+    } else {
+      const std::string rest = spec.substr(9);
+      const auto cut = rest.find(" --");
+      im = import_improved(rest.substr(0, cut), cut == std::string::npos ? "" : rest.substr(cut + 1));
+    }
+    Model m;
+    m.kind = Model::Kind::checkpoint;
+    m.spec = spec;
+    m.description = spec;
+    m.diffusion = o.diffusion.check_against(im.diffusion, "'" + spec + "'");
+    m.network = im.network;
+    m.network->set_attention_precision(o.attention);
+    m.denoiser = as_denoiser(m.network);
+    m.num_classes = m.network->num_classes();
+    m.null_label = m.num_classes;
+    m.item_shape = m.network->item_shape();
+    m.meta = {{"network", m.network->config()}, {"diffusion", im.diffusion}, {"step", 0}, {"imported", im.source}};
+    return m;
   }
   if (is_torchscript_spec(spec)) return open_torchscript(spec, o);
   auto loaded = load_model(spec);

@@ -47,7 +47,8 @@ struct OpenOptions {
 };
 
 /// Opens CHECKPOINT.safetensors | MODEL.pt / .pth / .ts / torchscript:PATH (settings from MODEL.json beside it and
-/// the overrides; checked by one probe call) | gaussian:mean=M,std=S,dim=D | gmm:FILE.json | gmm:NAME (a toy set).
+/// the overrides; checked by one probe call) | gaussian:mean=M,std=S,dim=D | gmm:FILE.json | gmm:NAME (a toy set) |
+/// diffusers:DIR | improved:FILE.pt --flag value ... (published models imported on the fly, store/import.h).
 /// Throws IoError, FormatError, InvalidArgument or ConfigMismatch with a message naming the spec.
 Model open_model(const std::string& spec, const OpenOptions& options = {});
 
