@@ -11,6 +11,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/models/torchscript.h"
+#include "ddpm/models/unet_cost.h"
 #include "ddpm/samplers.h"
 #include "ddpm/store/checkpoint.h"
 #include "ddpm/store/import.h"
@@ -330,4 +331,19 @@ TEST(ImportExport, TorchScriptOfImportsEqualsThePeer) {
     auto out = ts.denoiser(npy(c.name + "_x"), npy(c.name + "_t").to(at::kLong), y);
     EXPECT_LT(rel_l2(out, npy(c.name + "_out")), 1e-5) << c.name;
   }
+}
+
+// unet_cost counts the new options' parameters (FiLM's doubled projections, no middle attention, tf_same) exactly.
+TEST(ImportCost, ParameterCountOfEveryImportedStructure) {
+  std::vector<std::shared_ptr<UNet>> nets = {import_diffusers(data("ddpm_tf")).network,
+                                             import_diffusers(data("diff_def")).network,
+                                             import_improved(data("improved.pt"), improved_flags()).network};
+  auto o = nets[0]->options();
+  o.mid_attention = false;
+  nets.push_back(std::make_shared<UNet>(o));
+  for (const auto& n : nets)
+    EXPECT_EQ(unet_cost(n->options(), n->options().image_size).parameters, n->num_parameters());
+  EXPECT_EQ(nets[0]->num_parameters(), 565315);  // diffusers' count of the same network (pretrained.py prints it)
+  EXPECT_EQ(nets[1]->num_parameters(), 225718 + 16 * 4);  // + the null label's row (4·C₀ values) of the class embedding
+  EXPECT_EQ(nets[2]->num_parameters(), 1208038 + 32 * 4);
 }
