@@ -452,3 +452,23 @@ TEST(Cli, ImportsPublishedModelsAndSamplesThem) {
                         "refuses the pickle's global 'posix.system'");
   expect_one_line_error(("import diffusers " + dir() + " -o " + dir() + "/x.safetensors"), "not a diffusers model folder");
 }
+
+// A checkpoint written before the U-Net had its import options (its network config names fewer keys) resumes:
+// the configs are compared with defaults filled in. (This broke once: the options of issue 15 made every older
+// training state refuse to resume.)
+TEST(Cli, ResumesACheckpointFromBeforeTheNewNetworkOptions) {
+  const std::string out = dir() + "/old_resume";
+  auto r = run("train --preset fashion-mnist --channels 32 --channel-mult 1,2 --res-blocks 1 --steps 2 --batch 4 "
+               "--seed 2 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string ck = out + "/checkpoint.safetensors";
+  auto st = ddpm::load_safetensors(ck);
+  auto net = nlohmann::json::parse(st.metadata.at("network"));
+  for (const char* k : {"downsample_padding", "flip_sin_to_cos", "freq_shift", "timestep_scale", "norm_eps", "num_heads",
+                        "num_heads_upsample", "head_channels", "scale_shift_norm", "mid_attention"})
+    ASSERT_EQ(net.erase(k), 1u) << k;
+  st.metadata["network"] = net.dump();
+  ddpm::save_safetensors(ck, st);
+  r = run("train --resume --steps 3 --out " + out);
+  EXPECT_EQ(r.code, 0) << r.output;
+}

@@ -1,5 +1,6 @@
 // open_model for every kind of spec, the Model's labels and guidance, and the training settings of old checkpoints.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -118,4 +119,28 @@ TEST(Checkpoint, TrainingSettingsOfOldCheckpoints) {
   EXPECT_EQ(train_config_from_meta(meta).loss, LossType::kl);  // the new place wins
   EXPECT_EQ(diffusion_from_meta(st.meta, kShipped).var_type, VarType::fixed_large);
   EXPECT_THROW(diffusion_from_meta(nlohmann::json{{"diffusion", {{"schedule", "nope"}}}}, "x"), FormatError);
+}
+
+// The raw weights of a training state as a model of their own (to evaluate or ship them instead of the EMA).
+TEST(Checkpoint, StripKeepsTheEmaOrTheRawWeights) {
+  const std::string state = std::string(DDPM_SOURCE_DIR) + "/models/wip/fashion-mnist.train.safetensors";
+  const auto dir = std::filesystem::temp_directory_path() / ("ddpm_test_strip_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto raw_path = (dir / "raw.safetensors").string(), ema_path = (dir / "ema.safetensors").string();
+  save_model_only(state, raw_path, /*raw=*/true);
+  save_model_only(state, ema_path);
+  auto raw = load_model(raw_path), ema = load_model(ema_path);
+  auto want_raw = load_model(state, /*ema=*/false), want_ema = load_model(state);
+  EXPECT_EQ(raw.meta["contents"], "raw-only");
+  auto rp = raw.network->named_parameters(), ep = ema.network->named_parameters();
+  auto wr = want_raw.network->named_parameters(), we = want_ema.network->named_parameters();
+  double ema_vs_raw = 0;
+  for (const auto& kv : wr) {
+    EXPECT_TRUE(at::equal(rp[kv.key()], kv.value())) << kv.key();
+    EXPECT_TRUE(at::equal(ep[kv.key()], we[kv.key()])) << kv.key();
+    ema_vs_raw = std::max(ema_vs_raw, (kv.value() - we[kv.key()]).abs().max().item<double>());
+  }
+  EXPECT_GT(ema_vs_raw, 0.0);  // the two are different weights
+  EXPECT_THROW(save_model_only(ema_path, (dir / "x.safetensors").string(), true), FormatError);
+  std::filesystem::remove_all(dir);
 }

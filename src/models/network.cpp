@@ -25,6 +25,20 @@ std::shared_ptr<Network> make_network(const nlohmann::json& c) {
   }
 }
 
+nlohmann::json normalized_network_config(const nlohmann::json& c) {
+  try {
+    const std::string type = c.at("type").get<std::string>();
+    nlohmann::json j;
+    if (type == "mlp") j = c.get<MLPOptions>();
+    else if (type == "unet") j = UNetOptions::from_json(c);
+    else throw InvalidArgument("unknown network type '" + type + "'");
+    j["type"] = type;
+    return j;
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(std::string("bad network configuration: ") + e.what());
+  }
+}
+
 Denoiser as_denoiser(std::shared_ptr<Network> net) {
   return [net = std::move(net)](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
     return net->forward(x, t, y);

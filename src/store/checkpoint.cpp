@@ -63,15 +63,18 @@ TrainState load_train_state(const std::string& path) {
   return out;
 }
 
-void save_model_only(const std::string& checkpoint_path, const std::string& out_path) {
+void save_model_only(const std::string& checkpoint_path, const std::string& out_path, bool raw) {
   auto st = load_safetensors(checkpoint_path);
   parse_meta(st.metadata, checkpoint_path);
   SafeTensors out;
   out.metadata = st.metadata;
-  out.metadata["contents"] = "ema-only";
+  out.metadata["contents"] = raw ? "raw-only" : "ema-only";
+  const std::string prefix = raw ? "model." : "ema.";
   for (const auto& [name, t] : st.tensors)
-    if (name.rfind("ema.", 0) == 0) out.tensors.emplace_back(name, t);
-  if (out.tensors.empty()) throw FormatError("'" + checkpoint_path + "' holds no EMA weights");
+    if (name.rfind(prefix, 0) == 0) out.tensors.emplace_back("ema." + name.substr(prefix.size()), t);
+  if (out.tensors.empty())
+    throw FormatError("'" + checkpoint_path + "' holds no " + (raw ? "raw" : "EMA") + " weights" +
+                      (raw ? " (a shipped model keeps only its EMA weights)" : ""));
   save_safetensors(out_path, out);
 }
 

@@ -183,7 +183,8 @@ TrainState Trainer::state() const {
 }
 
 void Trainer::load_state(const TrainState& st) {
-  if (st.meta.value("network", nlohmann::json()) != net_->config())
+  // Compared with defaults filled in: checkpoints from before an option existed name fewer options.
+  if (!st.meta.contains("network") || normalized_network_config(st.meta["network"]) != net_->config())
     throw ConfigMismatch("the checkpoint holds a different network (" + st.meta.value("network", nlohmann::json()).dump() +
                          ") than this run (" + net_->config().dump() + ")");
   if (st.meta.at("diffusion").get<DiffusionConfig>() != dcfg_)

@@ -18,11 +18,15 @@ void register_info(CLI::App& app) {
   c->add_flag("--json", *json, "print the metadata as JSON");
   auto strip = std::make_shared<std::string>();
   c->add_option("--strip", *strip, "write a copy holding only the EMA weights and the model card (a shippable model)");
-  c->callback([path, json, strip] {
+  auto raw = std::make_shared<bool>(false);
+  c->add_flag("--raw", *raw, "with --strip: the raw (non-EMA) weights of a training checkpoint instead");
+  c->callback([path, json, strip, raw] {
     auto m = load_model(*path);
+    if (*raw && strip->empty()) throw InvalidArgument("--raw needs --strip OUT");
     if (!strip->empty()) {
-      save_model_only(*path, *strip);
-      if (!global_options().quiet) std::cerr << "wrote " << *strip << " (EMA weights and model card)\n";
+      save_model_only(*path, *strip, *raw);
+      if (!global_options().quiet)
+        std::cerr << "wrote " << *strip << " (" << (*raw ? "raw" : "EMA") << " weights and model card)\n";
     }
     nlohmann::json card = m.meta;
     card["parameters"] = m.network->num_parameters();

@@ -46,6 +46,10 @@ class Network : public torch::nn::Module {
 /// Builds a network from its config(); throws InvalidArgument for an unknown type or bad option.
 std::shared_ptr<Network> make_network(const nlohmann::json& config);
 
+/// A network config with every option spelled out (defaults filled in), so that the config of a checkpoint written
+/// before an option existed compares equal to the same network's config today. Throws as make_network.
+nlohmann::json normalized_network_config(const nlohmann::json& config);
+
 /// The network as a Denoiser callback (evaluated as it is: call eval() first for sampling).
 Denoiser as_denoiser(std::shared_ptr<Network> net);
 

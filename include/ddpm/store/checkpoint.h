@@ -18,8 +18,9 @@ void save_checkpoint(const std::string& path, const TrainState& state, const nlo
 TrainState load_train_state(const std::string& path);
 
 /// Writes only what sampling needs: the EMA weights and the metadata (no raw weights, optimiser or RNG state), as
-/// models are shipped. load_model() reads it; --resume cannot.
-void save_model_only(const std::string& checkpoint_path, const std::string& out_path);
+/// models are shipped. load_model() reads it; --resume cannot. With `raw`, the raw (non-EMA) weights are written in
+/// the EMA's place (metadata "contents": "raw-only"), to evaluate or ship them as the model.
+void save_model_only(const std::string& checkpoint_path, const std::string& out_path, bool raw = false);
 
 struct LoadedModel {
   std::shared_ptr<Network> network;  ///< in eval mode
