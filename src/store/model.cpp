@@ -118,6 +118,24 @@ Model open_torchscript(const std::string& spec, const OpenOptions& o) {
   return m;
 }
 
+// A network of this project (a checkpoint's, or an import's) as a Model.
+Model network_model(const std::string& spec, std::shared_ptr<Network> net, const DiffusionConfig& stored,
+                    nlohmann::json meta, const OpenOptions& o) {
+  Model m;
+  m.kind = Model::Kind::checkpoint;
+  m.spec = spec;
+  m.description = spec;
+  m.diffusion = o.diffusion.check_against(stored, "'" + spec + "'");
+  m.network = std::move(net);
+  m.network->set_attention_precision(o.attention);
+  m.denoiser = as_denoiser(m.network);
+  m.num_classes = m.network->num_classes();
+  m.null_label = m.num_classes;
+  m.item_shape = m.network->item_shape();
+  m.meta = std::move(meta);
+  return m;
+}
+
 }  // namespace
 
 std::vector<int64_t> Model::batch_shape(int64_t n) const {
@@ -179,35 +197,14 @@ Model open_model(const std::string& spec, const OpenOptions& o) {
       const auto cut = rest.find(" --");
       im = import_improved(rest.substr(0, cut), cut == std::string::npos ? "" : rest.substr(cut + 1));
     }
-    Model m;
-    m.kind = Model::Kind::checkpoint;
-    m.spec = spec;
-    m.description = spec;
-    m.diffusion = o.diffusion.check_against(im.diffusion, "'" + spec + "'");
-    m.network = im.network;
-    m.network->set_attention_precision(o.attention);
-    m.denoiser = as_denoiser(m.network);
-    m.num_classes = m.network->num_classes();
-    m.null_label = m.num_classes;
-    m.item_shape = m.network->item_shape();
-    m.meta = {{"network", m.network->config()}, {"diffusion", im.diffusion}, {"step", 0}, {"imported", im.source}};
-    return m;
+    return network_model(spec, im.network, im.diffusion,
+                         {{"network", im.network->config()}, {"diffusion", im.diffusion}, {"step", 0},
+                          {"imported", im.source}},
+                         o);
   }
   if (is_torchscript_spec(spec)) return open_torchscript(spec, o);
   auto loaded = load_model(spec);
-  Model m;
-  m.kind = Model::Kind::checkpoint;
-  m.spec = spec;
-  m.description = spec;
-  m.diffusion = o.diffusion.check_against(loaded.diffusion, "'" + spec + "'");
-  m.network = loaded.network;
-  m.network->set_attention_precision(o.attention);
-  m.denoiser = as_denoiser(m.network);
-  m.num_classes = m.network->num_classes();
-  m.null_label = m.num_classes;
-  m.item_shape = m.network->item_shape();
-  m.meta = loaded.meta;
-  return m;
+  return network_model(spec, loaded.network, loaded.diffusion, loaded.meta, o);
 }
 
 }  // namespace ddpm
