@@ -4,6 +4,7 @@
 #   io -> core                      data -> core, io                models -> core, io
 #   eval -> core, io, data, models  store -> core, io, data, models (checkpoints, open_model)
 #   train -> every folder above (core, io, data, models, eval, store)
+#   serve -> core, io, data, models, store (generations, jobs, the HTTP API without its transport)
 # Prints each include that breaks the rule and exits 1 if there is one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ declare -A allowed=(
   [core]="core" [io]="core io" [data]="core io data" [models]="core io models"
   [eval]="core io data models eval" [store]="core io data models store"
   [train]="core io data models eval store train"
+  [serve]="core io data models store serve"
 )
 bad=0
 layer_of() {  # ddpm/x/y.h -> x ; ddpm/y.h -> core

@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp libgloo-dev
-  libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev dataset-fashion-mnist
+  libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev libcpp-httplib-dev dataset-fashion-mnist chromium fonts-dejavu-core
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3 python3-numpy python3-torch python3-torchvision
 )
 missing=()

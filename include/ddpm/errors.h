@@ -45,4 +45,10 @@ class ConfigMismatch : public Error {
   using Error::Error;
 };
 
+/// Work stopped because its caller asked (a cancelled job, a stopping server): not a failure.
+class Cancelled : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace ddpm

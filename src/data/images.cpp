@@ -87,7 +87,7 @@ ImageSet read_cifar10_batches(const std::vector<std::string>& files) {
   s.images = at::cat(imgs);
   s.labels = at::cat(labs);
   s.num_classes = 10;
-  s.class_names = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+  s.class_names = known_class_names("cifar10");
   if (s.labels.max().item<int64_t>() > 9) throw FormatError("CIFAR-10 labels must be 0..9");
   return s;
 }
@@ -195,7 +195,7 @@ ImageSet load_image_dataset(const std::string& spec) {
     if (!fs::exists(d + "/" + p + "-images-idx3-ubyte.gz"))
       throw IoError("Fashion-MNIST is not installed: run 'apt-get install dataset-fashion-mnist' (or scripts/setup.sh)");
     auto s = read_idx(d + "/" + p + "-images-idx3-ubyte.gz", d + "/" + p + "-labels-idx1-ubyte.gz");
-    s.class_names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+    s.class_names = known_class_names("fashion-mnist");
     s.num_classes = 10;
     return s;
   }
@@ -239,10 +239,19 @@ at::Tensor to_bytes(const at::Tensor& images) {
 
 }  // namespace
 
-void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol, int64_t zoom) {
+std::vector<std::string> known_class_names(const std::string& spec) {
+  if (spec.rfind("fashion-mnist", 0) == 0)
+    return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+  if (spec.rfind("cifar10", 0) == 0)
+    return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+  return {};
+}
+
+std::string encode_image_grid_png(const at::Tensor& images, int64_t ncol, int64_t zoom, int64_t pad) {
   if (zoom < 1 || zoom > 16) throw InvalidArgument("image grid zoom must be 1..16 (got " + std::to_string(zoom) + ")");
+  if (pad < 0 || pad > 16) throw InvalidArgument("image grid border must be 0..16 (got " + std::to_string(pad) + ")");
   if (images.dim() != 4) throw InvalidArgument("an image grid needs [N, C, H, W] images");
-  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3), pad = 2;
+  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
   ncol = std::max<int64_t>(1, std::min(ncol, N));
   const int64_t nrow = (N + ncol - 1) / ncol;
   const int64_t GH = nrow * (H + pad) + pad, GW = ncol * (W + pad) + pad;
@@ -257,18 +266,22 @@ void save_image_grid(const std::string& path, const at::Tensor& images, int64_t 
   }
   if (zoom > 1) grid = grid.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1);  // nearest neighbour
   grid = grid.contiguous();
-  write_file_atomic(path, encode_png(grid.data_ptr<uint8_t>(), static_cast<int>(grid.size(1)),
-                                     static_cast<int>(grid.size(0)), 3));
+  return encode_png(grid.data_ptr<uint8_t>(), static_cast<int>(grid.size(1)), static_cast<int>(grid.size(0)), 3);
+}
+
+std::string encode_image_png(const at::Tensor& image) {
+  if (image.dim() != 3) throw InvalidArgument("an image needs [C, H, W]");
+  auto img = to_bytes(image).permute({1, 2, 0}).contiguous();
+  return encode_png(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)), static_cast<int>(img.size(0)),
+                    static_cast<int>(img.size(2)));
+}
+
+void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol, int64_t zoom) {
+  write_file_atomic(path, encode_image_grid_png(images, ncol, zoom));
 }
 
 void save_images(const std::string& prefix, const at::Tensor& images) {
-  auto b = to_bytes(images);
-  for (int64_t i = 0; i < b.size(0); ++i) {
-    auto img = b[i].permute({1, 2, 0}).contiguous();
-    write_file_atomic(prefix + std::to_string(i) + ".png",
-                      encode_png(img.data_ptr<uint8_t>(), static_cast<int>(img.size(1)), static_cast<int>(img.size(0)),
-                                 static_cast<int>(img.size(2))));
-  }
+  for (int64_t i = 0; i < images.size(0); ++i) write_file_atomic(prefix + std::to_string(i) + ".png", encode_image_png(images[i]));
 }
 
 }  // namespace ddpm

@@ -12,6 +12,7 @@
 #include "ddpm/io/npy.h"
 #include "ddpm/data/points.h"
 #include "ddpm/sampler_registry.h"
+#include "ddpm/serve/generation.h"
 
 namespace ddpm::cli {
 namespace {
@@ -38,46 +39,39 @@ void run_sample(SampleArgs& a) {
   auto h = open_cli_model(a.model, a.diffusion);
   const bool images = h.is_image();
   const int64_t steps = a.sampler.steps_for(h.diffusion);
-  auto diffusion = a.sampler.process(h.diffusion);
 
-  Denoiser model = h.denoiser;
-  SampleOptions opts;
-  opts.clip_denoised = (a.clip || images) && !a.no_clip;  // SPEC §2: on by default for images
-  if (a.per_class) {
-    if (h.num_classes == 0) throw InvalidArgument("--per-class needs a class-conditional model");
-    if (a.klass) throw InvalidArgument("give --per-class or --class, not both");
-    opts.y = at::arange(h.num_classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(a.num);
-    a.num *= h.num_classes;
-  }
-  if (a.klass) opts.y = h.labels(a.num, a.klass);
-  if (a.guidance != 0.0) {
-    if (!opts.y.defined()) throw InvalidArgument("--guidance needs --class K or --per-class");
-    model = h.guided(a.guidance);
-  }
-
-  auto shape = h.batch_shape(a.num);
-  auto gen = compat::make_cpu_generator(a.seed);
-  at::Tensor x_T;
+  GenerationRequest req;
+  req.sampler = a.sampler;
+  req.guidance = a.guidance;
+  req.klass = a.klass;
+  req.per_class = a.per_class;
+  req.num = a.num;
+  req.seed = a.seed;
+  if (a.clip) req.clip = true;
+  if (a.no_clip) req.clip = false;
+  if (a.per_class && h.num_classes == 0) throw InvalidArgument("--per-class needs a class-conditional model");
+  if (a.per_class && a.klass) throw InvalidArgument("give --per-class or --class, not both");
+  if (a.guidance != 0.0 && !a.klass && !a.per_class) throw InvalidArgument("--guidance needs --class K or --per-class");
   if (!a.init.empty()) {
-    x_T = read_npy(a.init);
+    auto x_T = read_npy(a.init);
     if (!x_T.is_floating_point()) throw FormatError("'" + a.init + "' must hold floating-point values");
     x_T = x_T.to(at::kFloat);
-    shape[0] = x_T.size(0);
+    auto shape = h.batch_shape(x_T.size(0));
     if (!x_T.sizes().equals(shape)) {
       std::vector<int64_t> want = {-1};
       want.insert(want.end(), h.item_shape.begin(), h.item_shape.end());
       throw FormatError("'" + a.init + "' has shape " + std::string(c10::str(x_T.sizes())) + "; the model needs " +
                         std::string(c10::str(at::IntArrayRef(want))) + " (-1 = any count)");
     }
-    if (opts.y.defined()) opts.y = opts.y.slice(0, 0, 1).expand({shape[0]}).contiguous();
-  } else {
-    x_T = at::randn(shape, gen);
+    req.x_T = x_T;
   }
 
   Progress bar("sample " + a.sampler.name + " " + std::to_string(steps) + " steps", a.sampler.model_calls(h.diffusion));
-  opts.progress = [&](int64_t done, int64_t) { bar.update(done); };
-  auto x = run_sampler(a.sampler, diffusion, model, x_T, gen, opts);
+  GenerationCallbacks cb;
+  cb.progress = [&](int64_t done, int64_t) { bar.update(done); };
+  auto x = generate(h, req, cb);
   bar.finish();
+  if (a.per_class) a.num *= h.num_classes;
 
   if (!a.out_npy.empty()) write_npy(a.out_npy, x);
   if (!a.png_dir.empty() && images) {

@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   register_info(app);
   register_export(app);
   register_import(app);
+  register_serve(app);
   register_classifier(app);
   register_quality(app);
   register_launch(app);

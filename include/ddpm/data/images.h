@@ -41,6 +41,9 @@ std::string fashion_mnist_dir();
 /// Throws IoError / FormatError / InvalidArgument with a message naming what to do.
 ImageSet load_image_dataset(const std::string& spec);
 
+/// The class names of a data set named by its spec (fashion-mnist, cifar10:…); empty for other sets.
+std::vector<std::string> known_class_names(const std::string& spec);
+
 /// True if `spec` names an image data set (as opposed to toy:NAME or a .npy point file).
 bool is_image_spec(const std::string& spec);
 
@@ -54,6 +57,10 @@ at::Tensor to_model_range(const at::Tensor& images, int64_t min_side = 0);
 /// [N, C, H, W] float in [-1, 1] → one PNG grid with `ncol` columns and a 2-pixel border, every pixel drawn as a
 /// zoom × zoom square; throws IoError.
 void save_image_grid(const std::string& path, const at::Tensor& images, int64_t ncol, int64_t zoom = 1);
+/// The same grid as PNG bytes (`pad` pixels of white border); throws InvalidArgument.
+std::string encode_image_grid_png(const at::Tensor& images, int64_t ncol, int64_t zoom = 1, int64_t pad = 2);
+/// One [C, H, W] image in [-1, 1] as PNG bytes (grey for C = 1), exactly the bytes save_images writes.
+std::string encode_image_png(const at::Tensor& image);
 /// Each image of [N, C, H, W] in [-1, 1] as its own PNG: prefix + index + ".png".
 void save_images(const std::string& prefix, const at::Tensor& images);
 

@@ -1,0 +1,53 @@
+// One generation as a user asks for it — sampler, steps, class or every class, guidance, seed, count — run on an
+// opened model. The CLI's `ddpm sample` and the server both run it, so the server's images are `ddpm sample`'s,
+// byte for byte, and every job can name the command line that repeats it.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "ddpm/sampler_registry.h"
+#include "ddpm/store/model.h"
+
+namespace ddpm {
+
+struct GenerationRequest {
+  SamplerSpec sampler;
+  double guidance = 0.0;          ///< classifier-free guidance weight w (needs a class or per_class)
+  std::optional<int64_t> klass;   ///< every item of this class
+  bool per_class = false;         ///< `num` items of every class, class by class
+  int64_t num = 1;                ///< items (per class with per_class)
+  uint64_t seed = 0;              ///< of x_T and the sampler's noise
+  std::optional<bool> clip;       ///< clip x̂0 to [-1, 1]; unset = images only (SPEC §2)
+  at::Tensor x_T;                 ///< start here instead of drawing x_T (its count replaces num)
+
+  /// Items generated: num, times the classes with per_class (or x_T's count).
+  int64_t count(const Model& model) const;
+};
+
+struct GenerationCallbacks {
+  /// After every step: step (1-based), steps, the original timestep t of that step, the new point x and x̂0.
+  std::function<void(int64_t step, int64_t steps, int64_t t, const at::Tensor& x, const at::Tensor& pred_x0)> on_step;
+  /// Network calls done of total (guidance's paired call counts once).
+  ProgressFn progress;
+  /// Checked before every network call; when set, the run throws Cancelled within one network evaluation.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+/// Checks the request against the model (class range, guidance needs classes, sampler settings), throwing
+/// InvalidArgument with the field at fault ("class", "guidance", "num", "steps", "eta", ...).
+void validate_generation(const Model& model, const GenerationRequest& request);
+
+/// validate_generation, then runs the sampler; returns [count, item_shape...].
+at::Tensor generate(const Model& model, const GenerationRequest& request, const GenerationCallbacks& callbacks = {});
+
+/// The `ddpm sample` command line that generates the same items from `model_path` and writes them as PNGs into
+/// `png_dir` (sample_K.png). `threads` is part of it: results are reproducible at a fixed thread count.
+std::string sample_command(const std::string& model_path, const GenerationRequest& request, int threads,
+                           const std::string& png_dir = "out");
+
+}  // namespace ddpm

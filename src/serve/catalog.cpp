@@ -1,0 +1,100 @@
+#include "ddpm/serve/catalog.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "ddpm/data/images.h"
+#include "ddpm/errors.h"
+
+namespace ddpm::serve {
+
+namespace fs = std::filesystem;
+
+bool valid_model_id(const std::string& id) {
+  if (id.empty() || id.size() > 64 || id == "." || id == "..") return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+  });
+}
+
+nlohmann::json ModelEntry::to_json() const {
+  return {{"id", id},           {"item_shape", item_shape}, {"num_classes", num_classes},
+          {"class_names", class_names}, {"timesteps", timesteps}, {"guidance", guidance},
+          {"step", step},       {"description", description}};
+}
+
+std::shared_ptr<Catalog> Catalog::scan(const std::string& dir, size_t cache_size) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw IoError("the models folder '" + dir + "' does not exist or is not a folder");
+  auto c = std::make_shared<Catalog>();
+  c->cache_size_ = std::max<size_t>(1, cache_size);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_regular_file()) continue;
+    const auto ext = e.path().extension().string();
+    if (ext == ".safetensors" || ((ext == ".pt" || ext == ".ts") && fs::exists(torchscript_sidecar(e.path().string()))))
+      files.push_back(e.path());
+  }
+  if (ec) throw IoError("cannot list the models folder '" + dir + "': " + ec.message());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    const std::string id = f.stem().string(), path = (fs::path(dir) / f.filename()).string();
+    if (!valid_model_id(id)) {
+      c->skipped_.push_back({f.filename().string(), "its name is not a valid model id ([A-Za-z0-9._-], at most 64)"});
+      continue;
+    }
+    if (c->find(id)) {
+      c->skipped_.push_back({f.filename().string(), "another file has the same id '" + id + "'"});
+      continue;
+    }
+    try {
+      auto m = open_model(path);
+      ModelEntry e;
+      e.id = id;
+      e.path = path;
+      e.item_shape = m.item_shape;
+      e.num_classes = m.num_classes;
+      e.timesteps = m.diffusion.timesteps;
+      e.diffusion = m.diffusion;
+      e.step = m.meta.value("step", int64_t{0});
+      const auto& train = m.meta.contains("train") ? m.meta["train"] : nlohmann::json::object();
+      e.guidance = m.num_classes > 0 && train.value("label_dropout", 0.0) > 0.0;
+      if (m.meta.contains("data") && m.meta["data"].is_object())
+        e.class_names = known_class_names(m.meta["data"].value("spec", std::string()));
+      if (static_cast<int64_t>(e.class_names.size()) != m.num_classes) {
+        e.class_names.clear();
+        for (int64_t k = 0; k < m.num_classes; ++k) e.class_names.push_back("class " + std::to_string(k));
+      }
+      e.description = std::to_string(m.network ? m.network->num_parameters() : 0) + " parameters";
+      c->entries_.push_back(std::move(e));
+    } catch (const std::exception& ex) {
+      c->skipped_.push_back({f.filename().string(), ex.what()});
+    }
+  }
+  return c;
+}
+
+const ModelEntry* Catalog::find(const std::string& id) const {
+  if (!valid_model_id(id)) return nullptr;
+  for (const auto& e : entries_)
+    if (e.id == id) return &e;
+  return nullptr;
+}
+
+std::shared_ptr<const Model> Catalog::load(const std::string& id) {
+  const ModelEntry* e = find(id);
+  if (!e) throw InvalidArgument("unknown model '" + id + "'", "model");
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->first == id) {
+      cache_.splice(cache_.begin(), cache_, it);
+      return cache_.front().second;
+    }
+  }
+  auto m = std::make_shared<const Model>(open_model(e->path));
+  cache_.emplace_front(id, m);
+  while (cache_.size() > cache_size_) cache_.pop_back();
+  return m;
+}
+
+}  // namespace ddpm::serve

@@ -1,0 +1,161 @@
+// The server's library layer without HTTP: generations (equal to the samplers run by hand and to `ddpm sample`'s
+// bytes), cancellation within one network call, the job queue (FIFO, bounds, cancel, expiry, abandoned jobs), the
+// catalog, the strict request validator and the API's status codes, headers and event streams.
+#include <unistd.h>
+
+#include <ATen/Parallel.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "ddpm/data/images.h"
+#include "ddpm/errors.h"
+#include "ddpm/serve/api.h"
+#include "ddpm/serve/catalog.h"
+#include "ddpm/serve/generation.h"
+#include "ddpm/serve/jobs.h"
+#include "../src/serve/base64.h"
+#include "serve_support.h"
+
+using namespace ddpm;
+using namespace ddpm::serve;
+using namespace ddpm::test;
+
+TEST(Serve, Base64MatchesTheRfc4648Vectors) {
+  const std::vector<std::pair<std::string, std::string>> v = {
+      {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+  for (const auto& [in, out] : v) EXPECT_EQ(base64(in), out) << in;
+  EXPECT_EQ(base64(std::string("\xff\x00\x10", 3)), "/wAQ");
+}
+
+TEST(Serve, AnEventIsOneBlockWithOneDataLine) {
+  EXPECT_EQ(sse_event("step", {{"step", 3}}, "3"), "event: step\nid: 3\ndata: {\"step\":3}\n\n");
+  // A newline inside a value stays escaped: the data line is never split.
+  EXPECT_EQ(sse_event("failed", {{"message", "a\nb"}}), "event: failed\ndata: {\"message\":\"a\\nb\"}\n\n");
+}
+
+TEST(Generation, EqualsTheSamplerRunByHand) {
+  auto m = open_model("gmm:8gaussians");
+  GenerationRequest r;
+  r.sampler.name = "ddim";
+  r.sampler.steps = 10;
+  r.sampler.eta = 0.5;
+  r.num = 5;
+  r.seed = 3;
+  auto x = generate(m, r);
+  auto g = test::gen(3);
+  auto x_T = at::randn({5, 2}, g);
+  auto want = run_sampler(r.sampler, r.sampler.process(m.diffusion), m.denoiser, x_T, g);
+  EXPECT_EQ(test::max_abs_diff(x, want), 0.0);
+  // Every class, class by class, with guidance: the labels are 0,0,1,1,... and the guided denoiser is used.
+  auto c = open_model(models_dir() + "/cond.safetensors");
+  GenerationRequest pc;
+  pc.sampler.name = "ddim";
+  pc.sampler.steps = 3;
+  pc.per_class = true;
+  pc.num = 2;
+  pc.guidance = 1.5;
+  pc.seed = 4;
+  auto xs = generate(c, pc);
+  ASSERT_EQ(xs.size(0), 2 * c.num_classes);
+  auto g2 = test::gen(4);
+  auto x_T2 = at::randn(c.batch_shape(2 * c.num_classes), g2);
+  SampleOptions o;
+  o.clip_denoised = true;
+  o.y = at::arange(c.num_classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(2);
+  auto want2 = run_sampler(pc.sampler, pc.sampler.process(c.diffusion), c.guided(1.5), x_T2, g2, o);
+  EXPECT_EQ(test::max_abs_diff(xs, want2), 0.0);
+}
+
+TEST(Generation, RefusesWhatTheModelCannotDo) {
+  auto u = open_model(models_dir() + "/uncond.safetensors");
+  auto c = open_model(models_dir() + "/cond.safetensors");
+  auto field_of = [](const Model& m, GenerationRequest r) {
+    try {
+      validate_generation(m, r);
+    } catch (const InvalidArgument& e) {
+      return e.field();
+    }
+    return std::string("accepted");
+  };
+  GenerationRequest r;
+  r.klass = 1;
+  EXPECT_EQ(field_of(u, r), "class");
+  r.klass = 10;
+  EXPECT_EQ(field_of(c, r), "class");
+  r.klass.reset();
+  r.guidance = 2;
+  EXPECT_EQ(field_of(c, r), "guidance");
+  r.guidance = 0;
+  r.num = 0;
+  EXPECT_EQ(field_of(c, r), "num");
+  r.num = 1;
+  r.sampler.eta = -1;
+  r.sampler.name = "ddim";
+  EXPECT_EQ(field_of(c, r), "eta");
+  r.sampler.eta = 0;
+  EXPECT_EQ(field_of(c, r), "accepted");
+}
+
+TEST(Generation, CancelStopsWithinOneNetworkCall) {
+  auto m = open_model("gmm:8gaussians");
+  std::atomic<bool> cancel{false};
+  int calls = 0;
+  auto inner = m.denoiser;
+  m.denoiser = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+    if (++calls == 3) cancel = true;  // asked while the third call runs
+    return inner(x, t, y);
+  };
+  GenerationRequest r;
+  r.sampler.name = "ddpm";
+  r.sampler.steps = 50;
+  GenerationCallbacks cb;
+  cb.cancel = &cancel;
+  EXPECT_THROW(generate(m, r, cb), Cancelled);
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(Generation, SampleCommandWritesTheSameBytes) {
+  at::set_num_threads(1);
+  auto c = open_model(models_dir() + "/cond.safetensors");
+  GenerationRequest r;
+  r.sampler.name = "ddim";
+  r.sampler.steps = 4;
+  r.sampler.eta = 0.5;
+  r.klass = 7;
+  r.guidance = 1.5;
+  r.num = 2;
+  r.seed = 9;
+  auto x = generate(c, r);
+  const std::string out = models_dir() + "/cli_pngs";
+  std::string cmd = sample_command(models_dir() + "/cond.safetensors", r, 1, out);
+  ASSERT_EQ(cmd.rfind("ddpm ", 0), 0u) << cmd;
+  EXPECT_NE(cmd.find("--guidance 1.5"), std::string::npos) << cmd;
+  ASSERT_EQ(shell(std::string(DDPM_CLI) + cmd.substr(4) + " -q"), 0) << cmd;
+  for (int64_t i = 0; i < 2; ++i)
+    EXPECT_EQ(slurp(out + "/sample_" + std::to_string(i) + ".png"), encode_image_png(x[i])) << "image " << i;
+}
+
+TEST(Catalog, ListsTheModelsOfAFolderAndLeavesOutTheRest) {
+  auto c = catalog();
+  ASSERT_EQ(c->entries().size(), 2u);
+  EXPECT_EQ(c->entries()[0].id, "cond");
+  EXPECT_EQ(c->entries()[0].num_classes, 10);
+  EXPECT_EQ(c->entries()[0].class_names[9], "Ankle boot");
+  EXPECT_TRUE(c->entries()[0].guidance);
+  EXPECT_EQ(c->entries()[0].timesteps, 100);
+  EXPECT_EQ(c->entries()[1].id, "uncond");
+  EXPECT_FALSE(c->entries()[1].guidance);
+  EXPECT_EQ(c->skipped().size(), 2u);  // broken.safetensors, "bad name!"
+  for (const char* id : {"../cond", "/etc/passwd", "%2e%2e%2fcond", "..", ".", "", "co\0nd", "cond/"})
+    EXPECT_EQ(c->find(id), nullptr) << id;
+  EXPECT_FALSE(valid_model_id(std::string("co\0nd", 5)));
+  EXPECT_FALSE(c->entries()[0].to_json().contains("path"));  // ids, never paths
+  // The cache hands out the same model while it stays recent.
+  auto a = c->load("cond");
+  EXPECT_EQ(c->load("cond").get(), a.get());
+  EXPECT_THROW(c->load("nope"), InvalidArgument);
+  EXPECT_THROW(Catalog::scan(models_dir() + "/missing"), IoError);
+}
