@@ -143,7 +143,7 @@ json Service::job_json(const JobSnapshot& s) const {
   json j = {{"id", s.id},          {"status", status_name(s.status)}, {"queue_position", s.queue_position},
             {"step", s.frame.step}, {"steps", s.steps},                {"t", s.frame.t},
             {"seed", s.spec.request.seed}, {"params", s.spec.params},  {"items", s.items},
-            {"cli", s.cli},        {"seconds", s.seconds}};
+            {"cli", s.cli},        {"seconds", s.seconds},            {"started_at", s.started_at}};
   if (!s.message.empty()) j["message"] = s.message;
   if (s.status == JobStatus::done) {
     json images = json::array();

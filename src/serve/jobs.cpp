@@ -24,6 +24,7 @@ struct JobQueue::Job {
   std::vector<std::string> images;
   std::string grid;
   Clock::time_point started, ended;
+  double started_at = 0;
   uint64_t version = 1;
   int subscribers = 0;
   bool had_subscriber = false;
@@ -56,15 +57,24 @@ std::string random_id() {
   return id;
 }
 
-/// Columns of a result grid: one row per class with every class, else a square.
-int64_t grid_columns(const GenerationRequest& r, int64_t items) {
-  if (r.per_class) return r.num;
-  return static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(items))));
+/// Items as a picture shows them: with every class, one column per class (item j of each class in row j);
+/// otherwise in order, at most 8 per row (preview) or a square (result).
+std::pair<at::Tensor, int64_t> layout(const GenerationRequest& r, const at::Tensor& x, bool preview) {
+  const int64_t n = x.size(0);
+  if (r.per_class && r.num > 0 && n % r.num == 0) {
+    const int64_t classes = n / r.num;
+    auto sizes = x.sizes().vec();
+    sizes[0] = r.num;
+    sizes.insert(sizes.begin(), classes);
+    return {x.reshape(sizes).transpose(0, 1).reshape(x.sizes()), classes};
+  }
+  if (preview) return {x, std::min<int64_t>(n, 8)};
+  return {x, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))))};
 }
 
-/// Columns of a preview strip: a row per class with every class, else at most 8 per row.
-int64_t preview_columns(const GenerationRequest& r, int64_t items) {
-  return r.per_class ? r.num : std::min<int64_t>(items, 8);
+std::string picture(const GenerationRequest& r, const at::Tensor& x, bool preview) {
+  auto [items, cols] = layout(r, x, preview);
+  return encode_image_grid_png(items, cols, 1, preview ? 1 : 2);
 }
 
 }  // namespace
@@ -158,6 +168,7 @@ JobSnapshot JobQueue::snapshot_locked(const Job& j, bool with_images) const {
     auto end = finished(j.status) ? j.ended : Clock::now();
     s.seconds = std::chrono::duration<double>(end - j.started).count();
   }
+  s.started_at = j.started_at;
   s.version = j.version;
   return s;
 }
@@ -260,6 +271,7 @@ void JobQueue::work() {
       running_ = job;
       job->status = JobStatus::running;
       job->started = Clock::now();
+      job->started_at = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
       ++job->version;
       for (auto& p : pending_) ++p->version;  // moved up
       check_abandoned_locked(*job);
@@ -290,7 +302,6 @@ void JobQueue::run(const std::shared_ptr<Job>& job) {
     const auto& r = job->spec.request;
     validate_generation(*model, r);
     const int64_t items = r.count(*model);
-    const int64_t cols = preview_columns(r, items);
     {
       std::lock_guard<std::mutex> lock(mu_);
       job->steps = r.sampler.steps_for(model->diffusion);
@@ -309,8 +320,8 @@ void JobQueue::run(const std::shared_ptr<Job>& job) {
       const double elapsed = std::chrono::duration<double, std::milli>(Clock::now() - job->started).count();
       f.eta_ms = elapsed / static_cast<double>(step) * static_cast<double>(steps - step);
       if (model->is_image()) {
-        f.xt_png = encode_image_grid_png(x, cols, 1, 1);
-        f.x0_png = encode_image_grid_png(x0.clamp(-1, 1), cols, 1, 1);
+        f.xt_png = picture(r, x, true);
+        f.x0_png = picture(r, x0.clamp(-1, 1), true);
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -330,7 +341,7 @@ void JobQueue::run(const std::shared_ptr<Job>& job) {
     std::string grid;
     if (model->is_image()) {
       for (int64_t i = 0; i < x.size(0); ++i) images.push_back(encode_image_png(x[i]));
-      grid = encode_image_grid_png(x, grid_columns(r, x.size(0)));
+      grid = picture(r, x, false);
     }
     std::lock_guard<std::mutex> lock(mu_);
     job->images = std::move(images);

@@ -22,6 +22,7 @@ struct ServeArgs {
   std::string models_dir = "models", host = "127.0.0.1", api_key_file, cors_origin;
   int port = 8080;
   int64_t max_queue = 8, max_batch = 16, max_steps = 1000, max_streams = 8, max_job_seconds = 600;
+  double cancel_grace = 10;
   bool insecure = false;
 };
 
@@ -85,6 +86,8 @@ void run_serve(const ServeArgs& a) {
   o.queue.max_queue = static_cast<size_t>(a.max_queue);
   o.queue.max_job_time = std::chrono::seconds(a.max_job_seconds);
   o.threads = at::get_num_threads();
+  if (!(a.cancel_grace >= 0 && a.cancel_grace <= 3600)) throw InvalidArgument("--cancel-grace must be 0..3600 seconds");
+  o.queue.disconnect_grace = std::chrono::milliseconds(static_cast<int64_t>(a.cancel_grace * 1000));
   if (a.max_queue < 1 || a.max_batch < 1 || a.max_steps < 1 || a.max_streams < 1 || a.max_job_seconds < 1)
     throw InvalidArgument("--max-queue, --max-batch, --max-steps, --max-streams and --max-job-seconds must be at least 1");
   if (a.port < 0 || a.port > 65535) throw InvalidArgument("--port must be 0..65535 (0 = any free port)");
@@ -175,6 +178,9 @@ void register_serve(CLI::App& app) {
   c->add_option("--max-steps", a->max_steps, "sampler steps per job")->capture_default_str();
   c->add_option("--max-streams", a->max_streams, "event streams open at once (503 beyond)")->capture_default_str();
   c->add_option("--max-job-seconds", a->max_job_seconds, "a running job is cancelled after this")->capture_default_str();
+  c->add_option("--cancel-grace", a->cancel_grace,
+                 "seconds a job runs on after its last watcher left (then it is cancelled, unless it asked not to be)")
+      ->capture_default_str();
   c->add_flag("--insecure", a->insecure, "allow a non-loopback --host without an API key");
   c->callback([a] { run_serve(*a); });
 }

@@ -52,8 +52,9 @@ struct JobSnapshot {
   JobSpec spec;
   int64_t items = 0;
   std::vector<std::string> images;  ///< PNG per item once done (only when asked for)
-  std::string grid_png;             ///< all items as `ddpm sample --plot` draws them (only when asked for)
+  std::string grid_png;             ///< all items in one picture, a column per class with every class (only when asked for)
   double seconds = 0;               ///< running time so far
+  double started_at = 0;            ///< Unix time it started running (0 before)
   uint64_t version = 0;             ///< rises at every change
 };
 

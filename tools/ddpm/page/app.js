@@ -52,7 +52,7 @@ function refreshControls() {
   const keep = cls.value;
   cls.innerHTML = "";
   if (m && m.num_classes > 0) {
-    option(cls, "all", "all classes (one row each)");
+    option(cls, "all", "all classes (a column each)");
     m.class_names.forEach((name, k) => option(cls, String(k), k + ": " + name));
     cls.disabled = false;
     if ([...cls.options].some((o) => o.value === keep)) cls.value = keep;
@@ -89,11 +89,23 @@ function request() {
   return body;
 }
 
+// Native-size images drawn larger, pixelated: as large as fits `room` pixels, by a whole factor.
+function zoom(img, room) {
+  const fit = () => {
+    const k = Math.max(1, Math.min(8, Math.floor(room / Math.max(1, img.naturalWidth))));
+    img.style.width = img.naturalWidth * k + "px";
+  };
+  if (img.complete && img.naturalWidth) fit();
+  else img.addEventListener("load", fit, { once: true });
+}
+for (const [id, room] of [["xt", 520], ["x0", 520], ["grid", 700]]) $(id).addEventListener("load", () => zoom($(id), room));
+
 function addSnapshot(src, step, t) {
   const f = document.createElement("figure");
   const img = document.createElement("img");
   img.src = src;
   img.alt = "x̂0 at step " + step;
+  zoom(img, 100);
   const c = document.createElement("figcaption");
   c.textContent = "t = " + t;
   f.append(img, c);
@@ -181,6 +193,7 @@ async function generate(event) {
     status("Submitting…");
     const job = await api("/v1/generations", { method: "POST", body: JSON.stringify(request()) });
     state.job = job.id;
+    document.body.dataset.job = job.id;
     status("Queued: position " + job.queue_position + ".");
     await follow(job.id);
   } catch (e) {
