@@ -125,6 +125,16 @@ class Server:
                 pass
         return n
 
+    def cpu_share(self, seconds):
+        """CPU time the server used over `seconds` of wall time, as a share of one core."""
+        def ticks():
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+        t0, c0 = time.monotonic(), ticks()
+        time.sleep(seconds)
+        return (ticks() - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+
     def stop(self):
         """SIGTERM, SIGKILL after 10 s; returns the exit code."""
         if self.proc.poll() is None:

@@ -195,6 +195,16 @@ class Page(unittest.TestCase):
         self.assertLess(body["step"], 1000)
         self.assertEqual(self.b.errors(), [])
 
+    def test_3_reload_mid_run_cancels_the_abandoned_job(self):
+        self.open("model=fashion-mnist&class=4&sampler=ddpm&steps=1000&seed=3&batch=2&autorun=1")
+        self.wait_for("Number(document.body.dataset.step) >= 1")
+        job = self.b.evaluate("document.body.dataset.job")
+        self.open("model=fashion-mnist")  # the page reloads without autorun: nobody watches the job any more
+        body = self.s.wait_status(job, ["cancelled", "done"], timeout=60)  # --cancel-grace 1
+        self.assertEqual(body["status"], "cancelled")
+        self.assertIn("left", body["message"])
+        self.assertEqual(self.b.errors(), [])
+
 
 if __name__ == "__main__":
     if CHROMIUM is None:
