@@ -38,6 +38,7 @@ at::Tensor ddpm_sample(const GaussianDiffusion& diffusion, const Denoiser& model
   for (int64_t i = T - 1; i >= 0; --i) {
     auto t = step_t(i, x);
     auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
+    if (opts.mean_guidance) p.mean = p.mean + p.variance * opts.mean_guidance(x, diffusion.model_timesteps(t), opts.y);
     if (i > 0)
       x = p.mean + (0.5 * p.log_variance).exp() * noise_like(x, gen, opts.shared_noise);
     else

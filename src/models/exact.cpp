@@ -80,4 +80,42 @@ Denoiser ExactMixtureDenoiser::as_denoiser() const {
   return [self](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) { return (*self)(x, t, y); };
 }
 
+ExactNoisyClassifier::ExactNoisyClassifier(GaussianMixture mixture, std::vector<double> alphas_cumprod)
+    : mixture_(std::move(mixture)) {
+  mixture_.validate();
+  const int64_t K = mixture_.num_components(), D = mixture_.dim();
+  auto dbl = at::TensorOptions().dtype(at::kDouble);
+  alphas_cumprod_ = at::tensor(alphas_cumprod, dbl);
+  double sum = 0.0;
+  for (double w : mixture_.weights) sum += w;
+  std::vector<double> lw, mu, var;
+  for (int64_t k = 0; k < K; ++k) {
+    lw.push_back(std::log(mixture_.weights[k] / sum));
+    for (int64_t d = 0; d < D; ++d) mu.push_back(mixture_.means[k][d]);
+    var.push_back(mixture_.stds[k] * mixture_.stds[k]);
+  }
+  log_weights_ = at::tensor(lw, dbl);
+  means_ = at::tensor(mu, dbl).view({K, D});
+  vars_ = at::tensor(var, dbl);
+}
+
+at::Tensor ExactNoisyClassifier::logits(const at::Tensor& xt, const at::Tensor& t) const {
+  const int64_t D = mixture_.dim();
+  if (xt.dim() < 2 || xt.numel() != xt.size(0) * D)
+    throw InvalidArgument("the exact classifier expects items of " + std::to_string(D) + " values, got shape " +
+                          std::string(c10::str(xt.sizes())));
+  auto x = xt.reshape({xt.size(0), D}).to(at::kDouble);                          // [B, D]
+  auto a = at::index_select(alphas_cumprod_, 0, t.to(at::kCPU).to(at::kLong)).unsqueeze(1);  // [B, 1]
+  auto v = a * vars_.unsqueeze(0) + (1.0 - a);                                     // [B, K]
+  auto centre = a.sqrt().unsqueeze(2) * means_.unsqueeze(0);                       // [B, K, D]
+  auto sq = (x.unsqueeze(1) - centre).pow(2).sum(2);                               // [B, K]
+  auto out = log_weights_.unsqueeze(0) - 0.5 * D * v.log() - 0.5 * sq / v;
+  return out.to(xt.dtype());
+}
+
+std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> ExactNoisyClassifier::as_classifier() const {
+  auto self = std::make_shared<ExactNoisyClassifier>(*this);
+  return [self](const at::Tensor& x, const at::Tensor& t) { return self->logits(x, t); };
+}
+
 }  // namespace ddpm

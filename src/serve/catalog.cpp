@@ -25,7 +25,10 @@ nlohmann::json ModelEntry::to_json() const {
 
 std::shared_ptr<Catalog> Catalog::scan(const std::string& dir, size_t cache_size) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) throw IoError("the models folder '" + dir + "' does not exist or is not a folder");
+  if (!fs::is_directory(dir, ec))
+    throw IoError("the models folder '" + dir + "' does not exist or is not a folder (name the folder of your model "
+                  "files as models_dir)",
+                  "models_dir");
   auto c = std::make_shared<Catalog>();
   c->cache_size_ = std::max<size_t>(1, cache_size);
   std::vector<fs::path> files;

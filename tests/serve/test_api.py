@@ -264,6 +264,13 @@ class Keyed(unittest.TestCase):
         self.assertNotEqual(err.returncode, 0)
         self.assertIn("--api-key-file", err.stderr)
         self.assertEqual(err.stderr.count("\n"), 1, err.stderr)
+        for args, needle in ((["--models-dir", "/nonexistent"], "--models-dir"), (["--port", "70000"], "--port"),
+                             (["--max-queue", "0"], "--max-queue"), (["--api-key-file", "/nonexistent"], "/nonexistent")):
+            err = subprocess.run([harness.CLI, "serve", "--models-dir", MODELS] + args, capture_output=True, text=True)
+            self.assertNotEqual(err.returncode, 0, args)
+            self.assertIn(needle, err.stderr)
+            self.assertTrue(err.stderr.startswith("ddpm: error: "), err.stderr)
+            self.assertEqual(err.stderr.count("\n"), 1, err.stderr)
 
 
 if __name__ == "__main__":

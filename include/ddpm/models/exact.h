@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,22 @@ class ExactMixtureDenoiser {
   std::vector<double> alphas_cumprod_;
   MeanType mean_type_;
   at::Tensor log_weights_, means_, vars_;  // [K], [K, D], [K] in double
+};
+
+/// The exact noise-aware classifier of a Gaussian mixture: p(k | x_t) ∝ w_k N(x_t; √ᾱ_t μ_k, (ᾱ_t σ_k² + 1 - ᾱ_t) I),
+/// the posterior responsibility of each diffused component (ᾱ of the original schedule, t original timesteps).
+/// Differentiable in x_t (computed in double, returned in x's dtype).
+class ExactNoisyClassifier {
+ public:
+  ExactNoisyClassifier(GaussianMixture mixture, std::vector<double> alphas_cumprod);
+  /// log p(k | x_t) up to a constant per item: logits [B, K].
+  at::Tensor logits(const at::Tensor& xt, const at::Tensor& t) const;
+  std::function<at::Tensor(const at::Tensor&, const at::Tensor&)> as_classifier() const;
+  int64_t num_classes() const { return mixture_.num_components(); }
+
+ private:
+  GaussianMixture mixture_;
+  at::Tensor alphas_cumprod_, log_weights_, means_, vars_;  // double
 };
 
 }  // namespace ddpm
