@@ -109,6 +109,9 @@ TEST(Cli, BadInputGivesOneLineAndNonZeroExit) {
   expect_one_line_error("sample -m " + d + "/missing.safetensors", "missing.safetensors");
   expect_one_line_error("sample -m " + d + "/trunc.npy", "trunc.npy");  // not a checkpoint
   expect_one_line_error("sample -m gmm:8gaussians --guidance 2", "--class");
+  expect_one_line_error("sample -m gmm:8gaussians --classifier exact", "--class");
+  expect_one_line_error("sample -m gmm:8gaussians --classifier mine.safetensors --class 1", "mine.safetensors");
+  expect_one_line_error("sample -m gmm:8gaussians --classifier exact --class 8", "0..7");
   expect_one_line_error("sample -m gmm:8gaussians --frobnicate", "frobnicate");
   expect_one_line_error("sample -m gmm:8gaussians --sampler dpm++ --order 3", "order");
   expect_one_line_error("sample -m gmm:8gaussians --sampler langevin --langevin-steps 0", "step per level");

@@ -25,23 +25,30 @@ std::string shell_word(const std::string& s) {
 
 int64_t GenerationRequest::count(const Model& model) const {
   if (x_T.defined()) return x_T.size(0);
-  return per_class ? num * model.num_classes : num;
+  return per_class ? num * (classifier ? classifier_classes : model.num_classes) : num;
 }
 
 void validate_generation(const Model& model, const GenerationRequest& r) {
   r.sampler.validate();
   if (r.num < 1) throw InvalidArgument("the number of samples must be at least 1 (got " + std::to_string(r.num) + ")", "num");
-  if (r.per_class && model.num_classes == 0) throw InvalidArgument("every class needs a class-conditional model", "class");
-  if (r.per_class && r.klass) throw InvalidArgument("give one class or every class, not both", "class");
-  if (r.klass && model.num_classes == 0)
-    throw InvalidArgument("this model is unconditional: it takes no class", "class");
-  if (r.klass && (*r.klass < 0 || *r.klass >= model.num_classes))
-    throw InvalidArgument("class " + std::to_string(*r.klass) + " is out of range (the model has classes 0.." +
-                              std::to_string(model.num_classes - 1) + ")",
+  const int64_t classes = r.classifier ? r.classifier_classes : model.num_classes;
+  if (r.classifier && r.guidance != 0.0)
+    throw InvalidArgument("give classifier-free guidance or a classifier, not both", "guidance");
+  if (r.classifier && !r.klass && !r.per_class)
+    throw InvalidArgument("classifier guidance needs a class to guide towards (or all classes)", "class");
+  if (r.classifier && !std::isfinite(r.classifier_scale))
+    throw InvalidArgument("the classifier scale must be a finite number", "classifier_scale");
+  if (r.per_class && classes == 0) throw InvalidArgument("sampling all classes needs a class-conditional model (or a classifier)", "class");
+  if (r.per_class && r.klass) throw InvalidArgument("give one class or all classes, not both", "class");
+  if (r.klass && classes == 0)
+    throw InvalidArgument("this model is unconditional: it takes no class (give a classifier to guide it)", "class");
+  if (r.klass && (*r.klass < 0 || *r.klass >= classes))
+    throw InvalidArgument("class " + std::to_string(*r.klass) + " is out of range (the " +
+                              (r.classifier ? "classifier" : "model") + " has classes 0.." + std::to_string(classes - 1) + ")",
                           "class");
   if (!std::isfinite(r.guidance)) throw InvalidArgument("the guidance weight must be a finite number", "guidance");
   if (r.guidance != 0.0 && !r.klass && !r.per_class)
-    throw InvalidArgument("guidance needs a class (or every class)", "guidance");
+    throw InvalidArgument("guidance needs a class (or all classes)", "guidance");
   if (r.x_T.defined()) {
     std::vector<int64_t> want = model.batch_shape(r.x_T.size(0));
     if (!r.x_T.is_floating_point() || !r.x_T.sizes().equals(want))
@@ -59,12 +66,29 @@ at::Tensor generate(const Model& model, const GenerationRequest& r, const Genera
   const int64_t n = r.count(model);
   SampleOptions opts;
   opts.clip_denoised = r.clip.value_or(model.is_image());
+  const int64_t classes = r.classifier ? r.classifier_classes : model.num_classes;
   if (r.per_class) {
-    opts.y = at::arange(model.num_classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(r.num);
+    opts.y = at::arange(classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(r.num);
   } else if (r.klass) {
-    opts.y = model.labels(n, r.klass);
+    opts.y = at::full({n}, *r.klass, at::TensorOptions().dtype(at::kLong));
   }
   Denoiser denoiser = r.guidance != 0.0 ? model.guided(r.guidance) : model.denoiser;
+  if (r.classifier) {
+    std::optional<int64_t> null;
+    if (model.num_classes > 0) null = model.null_label;
+    if (r.sampler.name == "ddpm") {
+      opts.mean_guidance = classifier_mean_guidance(r.classifier, r.classifier_scale);
+      denoiser = [inner = model.denoiser, null](const at::Tensor& x, const at::Tensor& t, const at::Tensor&) {
+        at::Tensor y;
+        if (null) y = at::full({x.size(0)}, *null, at::TensorOptions().dtype(at::kLong).device(x.device()));
+        return inner(x, t, y);
+      };
+    } else {
+      denoiser = classifier_guidance(model.denoiser, r.classifier, model.diffusion.make().alphas_cumprod(),
+                                     r.classifier_scale, model.diffusion.mean_type,
+                                     learns_variance(model.diffusion.var_type), null);
+    }
+  }
   if (cb.cancel) {
     const std::atomic<bool>* flag = cb.cancel;
     denoiser = [flag, inner = std::move(denoiser)](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
@@ -102,6 +126,7 @@ std::string sample_command(const std::string& model_path, const GenerationReques
   if (r.per_class) c += " --per-class";
   if (r.klass) c += " --class " + std::to_string(*r.klass);
   if (r.guidance != 0.0) c += " --guidance " + number(r.guidance);
+  if (r.classifier) c += " --classifier " + shell_word(r.classifier_spec) + " --classifier-scale " + number(r.classifier_scale);
   if (r.clip) c += *r.clip ? " --clip" : " --no-clip";
   c += " -n " + std::to_string(r.num) + " --seed " + std::to_string(r.seed) + " --png-dir " + shell_word(png_dir);
   return c;

@@ -166,6 +166,18 @@ Denoiser Model::guided(double w) const {
   return classifier_free_guidance(denoiser, w, null_label, learns_variance(diffusion.var_type));
 }
 
+OpenedClassifier open_noisy_classifier(const std::string& spec, const Model& model) {
+  if (spec == "exact") {
+    if (!model.mixture)
+      throw InvalidArgument("'exact' exists for exact mixture models (gmm:…, gaussian:…) only", "classifier");
+    ExactNoisyClassifier c(*model.mixture, model.diffusion.make().alphas_cumprod());
+    return {c.as_classifier(), c.num_classes(), "the exact noisy classifier of " + model.spec};
+  }
+  throw InvalidArgument("unknown classifier '" + spec + "': only 'exact' (in closed form, for gmm: and gaussian: "
+                        "models) exists so far; trained noise-aware ones are not supported yet",
+                        "classifier");
+}
+
 bool is_torchscript_spec(const std::string& spec) {
   auto ends = [&](const std::string& ext) {
     return spec.size() > ext.size() && spec.compare(spec.size() - ext.size(), ext.size(), ext) == 0;

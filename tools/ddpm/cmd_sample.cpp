@@ -23,6 +23,8 @@ struct SampleArgs {
   double guidance = 0.0;
   std::optional<double> guidance_scale;
   std::optional<int64_t> klass;
+  std::string classifier;
+  double classifier_scale = 1.0;
   int64_t num = 1000;
   uint64_t seed = 0;
   bool json = false, clip = false, no_clip = false, per_class = false;
@@ -49,9 +51,16 @@ void run_sample(SampleArgs& a) {
   req.seed = a.seed;
   if (a.clip) req.clip = true;
   if (a.no_clip) req.clip = false;
-  if (a.per_class && h.num_classes == 0) throw InvalidArgument("--per-class needs a class-conditional model");
+  if (a.per_class && h.num_classes == 0 && a.classifier.empty()) throw InvalidArgument("--per-class needs a class-conditional model");
   if (a.per_class && a.klass) throw InvalidArgument("give --per-class or --class, not both");
   if (a.guidance != 0.0 && !a.klass && !a.per_class) throw InvalidArgument("--guidance needs --class K or --per-class");
+  if (!a.classifier.empty()) {
+    auto c = open_noisy_classifier(a.classifier, h);
+    req.classifier = c.classifier;
+    req.classifier_classes = c.num_classes;
+    req.classifier_scale = a.classifier_scale;
+    req.classifier_spec = a.classifier;
+  }
   if (!a.init.empty()) {
     auto x_T = read_npy(a.init);
     if (!x_T.is_floating_point()) throw FormatError("'" + a.init + "' must hold floating-point values");
@@ -71,7 +80,7 @@ void run_sample(SampleArgs& a) {
   cb.progress = [&](int64_t done, int64_t) { bar.update(done); };
   auto x = generate(h, req, cb);
   bar.finish();
-  if (a.per_class) a.num *= h.num_classes;
+  if (a.per_class) a.num = x.size(0);
 
   if (!a.out_npy.empty()) write_npy(a.out_npy, x);
   if (!a.png_dir.empty() && images) {
@@ -79,7 +88,7 @@ void run_sample(SampleArgs& a) {
     save_images(a.png_dir + "/sample_", x);
   }
   if (!a.plot.empty() && images) {
-    save_grid(a.plot, x, a.per_class ? x.size(0) / h.num_classes : static_cast<int64_t>(std::ceil(std::sqrt(x.size(0)))));
+    save_grid(a.plot, x, a.per_class ? req.num : static_cast<int64_t>(std::ceil(std::sqrt(x.size(0)))));
   } else if (!a.plot.empty()) {
     if (x.dim() != 2 || x.size(1) != 2) throw InvalidArgument("--plot draws 2-D points; these samples have shape " +
                                                               std::string(c10::str(x.sizes())));
@@ -143,6 +152,10 @@ void register_sample(CLI::App& app) {
   c->add_option("--guidance-scale", a->guidance_scale, "the same as a scale s = 1 + w (diffusers' guidance_scale)")
       ->excludes("--guidance");
   c->add_option("--class", a->klass, "class label to sample");
+  c->add_option("--classifier", a->classifier,
+                "classifier guidance (Dhariwal & Nichol) towards --class: 'exact' = the closed-form noisy classifier "
+                "of a gmm: model");
+  c->add_option("--classifier-scale", a->classifier_scale, "classifier guidance scale s")->capture_default_str();
   c->add_option("--num,-n", a->num, "number of samples")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of x_T and the sampler's noise")->capture_default_str();
   c->add_option("--init", a->init, "start from this x_T (.npy, N×D)");

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "ddpm/guidance.h"
 #include "ddpm/sampler_registry.h"
 #include "ddpm/store/model.h"
 
@@ -24,6 +25,12 @@ struct GenerationRequest {
   uint64_t seed = 0;              ///< of x_T and the sampler's noise
   std::optional<bool> clip;       ///< clip x̂0 to [-1, 1]; unset = images only (SPEC §2)
   at::Tensor x_T;                 ///< start here instead of drawing x_T (its count replaces num)
+  /// Classifier guidance (Dhariwal & Nichol) towards klass or every class: DDPM shifts its mean (Algorithm 1), the
+  /// other samplers guide the score (Algorithm 2). The model itself is called unconditionally (its null label).
+  NoisyClassifier classifier;
+  int64_t classifier_classes = 0;  ///< the classifier's K (classes are checked against it)
+  double classifier_scale = 1.0;
+  std::string classifier_spec;     ///< as the command line names it (--classifier)
 
   /// Items generated: num, times the classes with per_class (or x_T's count).
   int64_t count(const Model& model) const;

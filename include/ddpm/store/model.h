@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ddpm/diffusion_config.h"
+#include "ddpm/guidance.h"
 #include "ddpm/mixture.h"
 #include "ddpm/models/network.h"
 
@@ -51,6 +52,16 @@ struct OpenOptions {
 /// diffusers:DIR | improved:FILE.pt --flag value ... (published models imported on the fly, store/import.h).
 /// Throws IoError, FormatError, InvalidArgument or ConfigMismatch with a message naming the spec.
 Model open_model(const std::string& spec, const OpenOptions& options = {});
+
+struct OpenedClassifier {
+  NoisyClassifier classifier;  ///< (x_t, t) → logits
+  int64_t num_classes = 0;
+  std::string description;
+};
+
+/// A noise-aware classifier for classifier guidance of `model`: "exact" is the exact noisy classifier of an exact
+/// mixture model (gmm:…, gaussian:…), in closed form. Throws InvalidArgument naming the field "classifier".
+OpenedClassifier open_noisy_classifier(const std::string& spec, const Model& model);
 
 /// True for torchscript:PATH and paths ending in .pt, .pth or .ts.
 bool is_torchscript_spec(const std::string& spec);
