@@ -253,6 +253,14 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   EXPECT_EQ(ddpm::read_npy(d + "/s.npy").sizes(), (std::vector<int64_t>{6, 1, 8, 8}));
   EXPECT_TRUE(fs::exists(d + "/pngs/sample_5.png"));
   EXPECT_LE(ddpm::read_npy(d + "/s.npy").abs().max().item<float>(), 1.0f);  // clipped, as images are by default
+  // Image-to-image on the same model: a grid of inputs and edits, and a strength out of range in one line.
+  auto e = run("edit -q -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data -n 2 --steps 4 --sweep 0.5 1"
+               " --class 1 -o " + d + "/edit.png --png-dir " + d + "/edits");
+  EXPECT_EQ(e.code, 0) << e.output;
+  EXPECT_TRUE(fs::exists(d + "/edit.png"));
+  EXPECT_TRUE(fs::exists(d + "/edits/edit_1.png"));
+  expect_one_line_error("edit -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --strength 2", "strength");
+  expect_one_line_error("edit -m gmm:8gaussians", "image");
   auto n = run("nll -q -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --json");
   ASSERT_EQ(n.code, 0) << n.output;
   EXPECT_NE(n.output.find("\"decoder\":\"discrete\""), std::string::npos) << n.output;

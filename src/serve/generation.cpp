@@ -1,5 +1,7 @@
 #include "ddpm/serve/generation.h"
 
+#include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "ddpm/compat.h"
@@ -25,6 +27,7 @@ std::string shell_word(const std::string& s) {
 
 int64_t GenerationRequest::count(const Model& model) const {
   if (x_T.defined()) return x_T.size(0);
+  if (edit_from.defined()) return edit_from.size(0);
   return per_class ? num * (classifier ? classifier_classes : model.num_classes) : num;
 }
 
@@ -49,6 +52,16 @@ void validate_generation(const Model& model, const GenerationRequest& r) {
   if (!std::isfinite(r.guidance)) throw InvalidArgument("the guidance weight must be a finite number", "guidance");
   if (r.guidance != 0.0 && !r.klass && !r.per_class)
     throw InvalidArgument("guidance needs a class (or all classes)", "guidance");
+  if (r.edit_from.defined()) {
+    if (!(r.strength >= 0.0 && r.strength <= 1.0)) throw InvalidArgument("the strength must be between 0 and 1", "strength");
+    if (r.x_T.defined() || r.per_class)
+      throw InvalidArgument("an edit starts from its images: give no x_T and not all classes", "strength");
+    std::vector<int64_t> want = model.batch_shape(r.edit_from.size(0));
+    if (!r.edit_from.is_floating_point() || !r.edit_from.sizes().equals(want))
+      throw InvalidArgument("the images to edit have shape " + std::string(c10::str(r.edit_from.sizes())) +
+                                "; the model needs " + std::string(c10::str(at::IntArrayRef(want))),
+                            "image");
+  }
   if (r.x_T.defined()) {
     std::vector<int64_t> want = model.batch_shape(r.x_T.size(0));
     if (!r.x_T.is_floating_point() || !r.x_T.sizes().equals(want))
@@ -98,7 +111,18 @@ at::Tensor generate(const Model& model, const GenerationRequest& r, const Genera
   }
   auto gen = compat::make_cpu_generator(r.seed);
   at::Tensor x_T = r.x_T.defined() ? r.x_T.to(at::kFloat) : at::randn(model.batch_shape(n), gen);
-  const auto kept = r.sampler.timesteps(model.diffusion);
+  auto kept = r.sampler.timesteps(model.diffusion);
+  auto process = r.sampler.process(model.diffusion);
+  const int64_t T = model.diffusion.timesteps;
+  if (r.edit_from.defined() && r.strength < 1.0) {
+    if (r.strength == 0.0) return r.edit_from.to(at::kFloat).clone();
+    // x_T drawn above is the noise of q_sample: the same seed gives the same noise at every strength.
+    const int64_t t0 = std::clamp<int64_t>(std::llround(r.strength * static_cast<double>(T)) - 1, 0, T - 1);
+    kept = timesteps_up_to(kept, t0);
+    process = model.diffusion.respaced(kept);
+    auto full = model.diffusion.make();
+    x_T = full.q_sample(r.edit_from.to(at::kFloat), at::full({n}, t0, at::TensorOptions().dtype(at::kLong)), x_T);
+  }
   const int64_t steps = static_cast<int64_t>(kept.size());
   if (cb.on_step) {
     opts.on_step = [&](int64_t i, const at::Tensor& x, const at::Tensor& x0) {
@@ -106,7 +130,6 @@ at::Tensor generate(const Model& model, const GenerationRequest& r, const Genera
     };
   }
   opts.progress = cb.progress;
-  auto process = r.sampler.process(model.diffusion);
   if (cb.cancel && cb.cancel->load()) throw Cancelled("cancelled");
   return run_sampler(r.sampler, process, denoiser, x_T, gen, opts);
 }

@@ -25,6 +25,11 @@ struct GenerationRequest {
   uint64_t seed = 0;              ///< of x_T and the sampler's noise
   std::optional<bool> clip;       ///< clip x̂0 to [-1, 1]; unset = images only (SPEC §2)
   at::Tensor x_T;                 ///< start here instead of drawing x_T (its count replaces num)
+  /// Image-to-image (SDEdit, Meng et al. 2022): start from these items [N, item_shape...] noised to
+  /// t0 = strength·T with q_sample, and run the sampler over its steps up to t0. strength 0 returns them unchanged;
+  /// strength 1 is plain sampling from x_T ~ N(0, I).
+  at::Tensor edit_from;
+  double strength = 1.0;
   /// Classifier guidance (Dhariwal & Nichol) towards klass or every class: DDPM shifts its mean (Algorithm 1), the
   /// other samplers guide the score (Algorithm 2). The model itself is called unconditionally (its null label).
   NoisyClassifier classifier;
