@@ -201,4 +201,59 @@ Denoiser classifier_free_guidance(Denoiser model, double w, int64_t null_label, 
   };
 }
 
+at::Tensor repaint_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& known,
+                          const at::Tensor& mask_in, const at::Tensor& x_T, at::Generator gen,
+                          const RepaintOptions& ro, const SampleOptions& opts) {
+  check_start(x_T, "x_T");
+  if (ro.jump < 1) throw InvalidArgument("the RePaint jump length must be at least 1", "jump");
+  if (ro.resample < 1) throw InvalidArgument("the RePaint resamplings must be at least 1", "resample");
+  if (!known.defined() || !known.sizes().equals(x_T.sizes()))
+    throw InvalidArgument("the known image must have the shape of x_T, " + std::string(c10::str(x_T.sizes())), "image");
+  c10::InferenceMode guard;
+  at::Tensor mask;
+  try {
+    mask = mask_in.to(x_T.dtype()).expand(x_T.sizes());
+  } catch (const c10::Error&) {
+    throw InvalidArgument("the mask of shape " + std::string(c10::str(mask_in.sizes())) + " does not fit the images " +
+                              std::string(c10::str(x_T.sizes())),
+                          "mask");
+  }
+  const int64_t T = diffusion.num_timesteps();
+  const auto& ac = diffusion.alphas_cumprod();
+  const auto& betas = diffusion.betas();
+  const auto known_f = known.to(x_T.dtype());
+  // The known region at the noise level of index i of this process (i = -1: the image itself).
+  auto known_at = [&](int64_t i) {
+    if (i < 0) return known_f;
+    return std::sqrt(ac[i]) * known_f + std::sqrt(1.0 - ac[i]) * noise_like(x_T, gen);
+  };
+  int64_t total = 0;  // reverse steps, for progress
+  for (int64_t top = T - 1; top >= 0; top -= ro.jump) {
+    const int64_t len = std::min(ro.jump, top + 1);
+    total += len * (top - len + 1 > 0 ? ro.resample : 1);
+  }
+  int64_t done = 0;
+  at::Tensor x = x_T.clone();
+  for (int64_t top = T - 1; top >= 0; top -= ro.jump) {
+    const int64_t len = std::min(ro.jump, top + 1), bottom = top - len + 1;
+    // The last stretch (down to x_0) is run once: there is nothing left to harmonise after it.
+    const int64_t passes = bottom > 0 ? ro.resample : 1;
+    for (int64_t pass = 0; pass < passes; ++pass) {
+      for (int64_t i = top; i >= bottom; --i) {
+        auto t = step_t(i, x);
+        auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
+        auto unknown = i > 0 ? p.mean + (0.5 * p.log_variance).exp() * noise_like(x, gen) : p.mean;
+        x = mask * known_at(i - 1) + (1 - mask) * unknown;
+        if (opts.on_step && pass + 1 == passes) opts.on_step(i, x, p.pred_x0);
+        if (opts.progress) opts.progress(++done, total);
+      }
+      if (pass + 1 < passes) {
+        // Back up the stretch: x_i → x_{i+1} ~ N(√(1-β_{i+1}) x_i, β_{i+1} I), from x_{bottom-1} to x_top.
+        for (int64_t i = bottom; i <= top; ++i) x = std::sqrt(1.0 - betas[i]) * x + std::sqrt(betas[i]) * noise_like(x, gen);
+      }
+    }
+  }
+  return x;
+}
+
 }  // namespace ddpm

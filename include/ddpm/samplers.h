@@ -65,6 +65,20 @@ struct LangevinOptions {
 at::Tensor langevin_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& x_T,
                            at::Generator gen, const LangevinOptions& lopts = {}, const SampleOptions& opts = {});
 
+struct RepaintOptions {
+  int64_t jump = 1;      ///< j: steps down (and back up) between resamplings
+  int64_t resample = 1;  ///< r: passes over each stretch of j steps; 1 = plain replacement
+};
+
+/// Inpainting by RePaint (Lugmayr et al. 2022) with DDPM's reverse steps over `diffusion` (respaced or not): after
+/// each step the known region (mask 1) is replaced by `known` q_sample'd to that step's noise level, and the rest is
+/// the model's. With r > 1 each stretch of j steps is run r times, the sample sent back up j steps by
+/// q(x_{i+j} | x_i) in between, so that the generated part harmonises with the known one. mask broadcasts against
+/// known (1 = keep, 0 = generate); x_T as usual. Throws InvalidArgument for j < 1, r < 1 or mismatched shapes.
+at::Tensor repaint_sample(const GaussianDiffusion& diffusion, const Denoiser& model, const at::Tensor& known,
+                          const at::Tensor& mask, const at::Tensor& x_T, at::Generator gen,
+                          const RepaintOptions& ropts = {}, const SampleOptions& opts = {});
+
 /// The steps of `kept` (ascending) up to and including original timestep t, for sampling that starts from x_t
 /// (q_sample of real data): t itself is added if `kept` skips it. Throws InvalidArgument if t < 0.
 std::vector<int64_t> timesteps_up_to(const std::vector<int64_t>& kept, int64_t t);
