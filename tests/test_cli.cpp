@@ -261,6 +261,12 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   EXPECT_TRUE(fs::exists(d + "/edits/edit_1.png"));
   expect_one_line_error("edit -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --strength 2", "strength");
   expect_one_line_error("edit -m gmm:8gaussians", "image");
+  auto ip = run("inpaint -q -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data -n 2 --steps 6 --jump 2"
+                " --resample 2 --region left -o " + d + "/inpaint.png");
+  EXPECT_EQ(ip.code, 0) << ip.output;
+  EXPECT_TRUE(fs::exists(d + "/inpaint.png"));
+  expect_one_line_error("inpaint -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --jump 0", "--jump");
+  expect_one_line_error("inpaint -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --region middle", "--region");
   auto n = run("nll -q -m " + d + "/run/checkpoint.safetensors --data folder:" + d + "/data --json");
   ASSERT_EQ(n.code, 0) << n.output;
   EXPECT_NE(n.output.find("\"decoder\":\"discrete\""), std::string::npos) << n.output;

@@ -240,7 +240,7 @@ std::string flag_for_field(const std::string& field) {
       {"sampler", "--sampler"},     {"eta", "--eta"},                   {"order", "--order"},
       {"langevin_steps", "--langevin-steps"}, {"langevin_scale", "--langevin-scale"},
       {"class", "--class"},         {"guidance", "--guidance"},         {"data", "--data"},
-      {"labels", "--labels"},       {"model", "--model"}, {"models_dir", "--models-dir"}, {"classifier", "--classifier"}, {"classifier_scale", "--classifier-scale"},               {"data_size", "--data-size"},
+      {"labels", "--labels"},       {"model", "--model"}, {"models_dir", "--models-dir"}, {"classifier", "--classifier"}, {"jump", "--jump"}, {"resample", "--resample"}, {"strength", "--strength"}, {"classifier_scale", "--classifier-scale"},               {"data_size", "--data-size"},
       {"data_seed", "--data-seed"}, {"hidden", "--hidden"},             {"blocks", "--blocks"},
       {"channels", "--channels"},   {"channel_mult", "--channel-mult"}, {"res_blocks", "--res-blocks"},
       {"attention", "--attention"}, {"dropout", "--dropout"},           {"groups", "--groups"},

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   register_import(app);
   register_serve(app);
   register_edit(app);
+  register_inpaint(app);
   register_classifier(app);
   register_quality(app);
   register_launch(app);
