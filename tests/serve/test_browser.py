@@ -129,7 +129,11 @@ class Page(unittest.TestCase):
         cls.root = harness.temp_root()
         cls.models = harness.make_models(cls.root)
         cls.s = harness.Server(cls.models, "--cancel-grace", "1")
-        cls.b = Browser()
+        try:
+            cls.b = Browser()
+        except Exception:
+            cls.s.stop()  # tearDownClass does not run when setUpClass fails
+            raise
 
     @classmethod
     def tearDownClass(cls):

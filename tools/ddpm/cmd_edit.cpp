@@ -81,10 +81,7 @@ void register_edit(CLI::App& app) {
   c->add_option("--steps", a->sampler.steps, "sampling steps of the whole process; an edit runs strength × of them");
   c->add_option("--strength", a->strength, "0 returns the input, 1 is plain sampling")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   c->add_option("--sweep", a->sweep, "several strengths, one row each (e.g. --sweep 0.2 0.4 0.6 0.8)")->check(CLI::Range(0.0, 1.0));
-  c->add_option("--images", a->images, "comma-separated PNG/JPEG files (instead of --data)");
-  c->add_option("--data", a->data, "image data set")->capture_default_str();
-  c->add_option("--index", a->index, "which images of --data (comma-separated) [the first --num]");
-  c->add_option("--num,-n", a->num, "images when no --index is given")->capture_default_str();
+  add_input_image_flags(c, a->images, a->data, a->index, a->num);
   c->add_option("--class", a->klass, "denoise towards this class");
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of the added noise and the sampler's")->capture_default_str();

@@ -90,10 +90,7 @@ void register_inpaint(CLI::App& app) {
   c->add_option("--steps", a->steps, "DDPM steps (respaced) [250, or T if smaller]");
   c->add_option("--jump", a->repaint.jump, "RePaint jump length j")->capture_default_str();
   c->add_option("--resample", a->repaint.resample, "RePaint resamplings r (1 = plain replacement)")->capture_default_str();
-  c->add_option("--images", a->images, "comma-separated PNG/JPEG files (instead of --data)");
-  c->add_option("--data", a->data, "image data set")->capture_default_str();
-  c->add_option("--index", a->index, "which images of --data (comma-separated) [the first --num]");
-  c->add_option("--num,-n", a->num, "images when no --index is given")->capture_default_str();
+  add_input_image_flags(c, a->images, a->data, a->index, a->num);
   c->add_option("--class", a->klass, "fill in towards this class");
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of the sampler's noise")->capture_default_str();

@@ -149,10 +149,7 @@ void register_latents(CLI::App& app) {
                                  "DDIM inversion: images → x_T (.npy), with the reconstruction RMSE of decoding them back");
     c->add_option("--model,-m", a->model, "CHECKPOINT.safetensors of an image model")->required();
     a->diffusion.add(c, false);
-    c->add_option("--images", a->images, "comma-separated PNG/JPEG files (instead of --data)");
-    c->add_option("--data", a->data, "image data set")->capture_default_str();
-    c->add_option("--index", a->index, "which images of --data (comma-separated) [the first --num]");
-    c->add_option("--num,-n", a->num, "images when no --index is given")->capture_default_str();
+    add_input_image_flags(c, a->images, a->data, a->index, a->num);
     c->add_option("--steps", a->steps, "DDIM steps of the inversion")->capture_default_str();
     c->add_option("--refine", a->refine, "fixed-point iterations per step (exact inversion)")->capture_default_str();
     c->add_option("--sweep", a->sweep, "also measure the round trip at these step counts, e.g. 10,20,50,100");

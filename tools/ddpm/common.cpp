@@ -217,6 +217,13 @@ ImageBatch load_input_images(const Model& h, const std::string& files, const std
   return b;
 }
 
+void add_input_image_flags(CLI::App* c, std::string& images, std::string& data, std::string& index, int64_t& num) {
+  c->add_option("--images", images, "comma-separated PNG/JPEG files (instead of --data)");
+  c->add_option("--data", data, "image data set")->capture_default_str();
+  c->add_option("--index", index, "which images of --data (comma-separated) [the first --num]");
+  c->add_option("--num,-n", num, "images when no --index is given")->capture_default_str();
+}
+
 void add_sampler_flags(CLI::App* c, SamplerSpec& spec, const std::vector<std::string>& allowed, bool parameters) {
   std::string help;
   for (const auto& info : sampler_registry()) {

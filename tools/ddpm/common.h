@@ -100,6 +100,9 @@ struct ImageBatch {
 ImageBatch load_input_images(const Model& h, const std::string& files, const std::string& data,
                              const std::string& indices, int64_t count);
 
+/// --images, --data, --index and --num of the commands that start from real images (load_input_images).
+void add_input_image_flags(CLI::App* c, std::string& images, std::string& data, std::string& index, int64_t& num);
+
 /// The sampler flags every sampling command shares, bound to the library's SamplerSpec; the help text lists what
 /// the sampler registry says. `allowed` limits the names (empty = every registered sampler).
 void add_sampler_flags(CLI::App* c, SamplerSpec& spec, const std::vector<std::string>& allowed = {},
