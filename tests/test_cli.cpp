@@ -112,6 +112,8 @@ TEST(Cli, BadInputGivesOneLineAndNonZeroExit) {
   expect_one_line_error("sample -m gmm:8gaussians --classifier exact", "--class");
   expect_one_line_error("sample -m gmm:8gaussians --classifier mine.safetensors --class 1", "mine.safetensors");
   expect_one_line_error("sample -m gmm:8gaussians --classifier exact --class 8", "0..7");
+  expect_one_line_error("classifier train --schedule cosine -o " + d + "/c.safetensors", "--noisy");
+  expect_one_line_error("classifier train --noisy --data toy:swissroll -o " + d + "/c.safetensors", "no class labels");
   expect_one_line_error("sample -m gmm:8gaussians --frobnicate", "frobnicate");
   expect_one_line_error("sample -m gmm:8gaussians --sampler dpm++ --order 3", "order");
   expect_one_line_error("sample -m gmm:8gaussians --sampler langevin --langevin-steps 0", "step per level");

@@ -13,6 +13,7 @@
 #include "ddpm/models/torchscript.h"
 #include "ddpm/samplers.h"
 #include "ddpm/store/checkpoint.h"
+#include "ddpm/store/classifier.h"
 #include "ddpm/store/import.h"
 
 namespace ddpm {
@@ -173,9 +174,26 @@ OpenedClassifier open_noisy_classifier(const std::string& spec, const Model& mod
     ExactNoisyClassifier c(*model.mixture, model.diffusion.make().alphas_cumprod());
     return {c.as_classifier(), c.num_classes(), "the exact noisy classifier of " + model.spec};
   }
-  throw InvalidArgument("unknown classifier '" + spec + "': only 'exact' (in closed form, for gmm: and gaussian: "
-                        "models) exists so far; trained noise-aware ones are not supported yet",
-                        "classifier");
+  if (!std::filesystem::exists(spec))
+    throw InvalidArgument("no classifier '" + spec + "': give a file made by `ddpm classifier train --noisy`, or "
+                          "'exact' (in closed form, for gmm: and gaussian: models)",
+                          "classifier");
+  auto loaded = load_noisy_classifier(spec);
+  const auto mine = loaded.diffusion.alphas_cumprod(), theirs = model.diffusion.alphas_cumprod();
+  bool same = mine.size() == theirs.size();
+  for (size_t i = 0; same && i < mine.size(); ++i) same = std::abs(mine[i] - theirs[i]) <= 1e-9 * (1 + theirs[i]);
+  if (!same)
+    throw ConfigMismatch("the classifier '" + spec + "' was trained under " + to_string(loaded.diffusion.schedule) +
+                         " T=" + std::to_string(loaded.diffusion.timesteps) + ", but " + model.description + " uses " +
+                         to_string(model.diffusion.schedule) + " T=" + std::to_string(model.diffusion.timesteps) +
+                         ": its x_t would not be the model's");
+  const auto shape = loaded.net->options().item_shape();
+  if (shape != model.item_shape)
+    throw ConfigMismatch("the classifier '" + spec + "' takes items " + std::string(c10::str(shape)) + " but " +
+                         model.description + " makes " + std::string(c10::str(model.item_shape)));
+  const int64_t K = loaded.net->options().num_classes;
+  return {as_noisy_classifier(loaded.net), K,
+          "the noisy classifier " + spec + " (" + std::to_string(K) + " classes)"};
 }
 
 bool is_torchscript_spec(const std::string& spec) {

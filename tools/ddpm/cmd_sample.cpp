@@ -153,7 +153,7 @@ void register_sample(CLI::App& app) {
       ->excludes("--guidance");
   c->add_option("--class", a->klass, "class label to sample");
   c->add_option("--classifier", a->classifier,
-                "classifier guidance (Dhariwal & Nichol) towards --class: 'exact' = the closed-form noisy classifier "
+                "classifier guidance (Dhariwal & Nichol) towards --class: a file of `ddpm classifier train --noisy`, or 'exact' = the closed-form noisy classifier "
                 "of a gmm: model");
   c->add_option("--classifier-scale", a->classifier_scale, "classifier guidance scale s")->capture_default_str();
   c->add_option("--num,-n", a->num, "number of samples")->capture_default_str();

@@ -60,7 +60,9 @@ struct OpenedClassifier {
 };
 
 /// A noise-aware classifier for classifier guidance of `model`: "exact" is the exact noisy classifier of an exact
-/// mixture model (gmm:…, gaussian:…), in closed form. Throws InvalidArgument naming the field "classifier".
+/// mixture model (gmm:…, gaussian:…), in closed form; a path is a file of `ddpm classifier train --noisy`, which must
+/// have been trained under the model's noise schedule and take its item shape (else ConfigMismatch). Throws
+/// InvalidArgument naming the field "classifier", IoError or FormatError.
 OpenedClassifier open_noisy_classifier(const std::string& spec, const Model& model);
 
 /// True for torchscript:PATH and paths ending in .pt, .pth or .ts.
