@@ -7,15 +7,6 @@
 
 namespace ddpm {
 
-void save_classifier(const std::string& path, Classifier& net, const nlohmann::json& extra_meta) {
-  SafeTensors st;
-  for (const auto& kv : net.named_parameters(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
-  for (const auto& kv : net.named_buffers(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
-  st.metadata["network"] = net.options().to_json().dump();
-  for (const auto& [k, v] : extra_meta.items()) st.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  save_safetensors(path, st);
-}
-
 namespace {
 
 nlohmann::json parsed_metadata(const SafeTensors& st) {
@@ -30,8 +21,7 @@ nlohmann::json parsed_metadata(const SafeTensors& st) {
   return meta;
 }
 
-template <class Net>
-void copy_weights(Net& net, const SafeTensors& st, const std::string& path) {
+void copy_weights(torch::nn::Module& net, const SafeTensors& st, const std::string& path) {
   torch::NoGradGuard g;
   auto fill = [&](const std::string& name, at::Tensor dst) {
     if (!st.contains(name)) throw FormatError("'" + path + "' lacks the tensor '" + name + "'");
@@ -45,7 +35,22 @@ void copy_weights(Net& net, const SafeTensors& st, const std::string& path) {
   for (auto& kv : net.named_buffers(true)) fill(kv.key(), kv.value());
 }
 
+SafeTensors weights_of(torch::nn::Module& net) {
+  SafeTensors st;
+  for (const auto& kv : net.named_parameters(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
+  for (const auto& kv : net.named_buffers(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
+  return st;
+}
+
 }  // namespace
+
+void save_classifier(const std::string& path, Classifier& net, const nlohmann::json& extra_meta) {
+  auto st = weights_of(net);
+  st.metadata["network"] = net.options().to_json().dump();
+  for (const auto& [k, v] : extra_meta.items()) st.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  save_safetensors(path, st);
+}
+
 
 std::shared_ptr<Classifier> load_classifier(const std::string& path, nlohmann::json* meta) {
   auto st = load_safetensors(path);
@@ -58,28 +63,15 @@ std::shared_ptr<Classifier> load_classifier(const std::string& path, nlohmann::j
   if (cfg.value("type", std::string()) != "classifier")
     throw FormatError("'" + path + "' is not a ddpm classifier (train one with `ddpm classifier train`)");
   auto net = std::make_shared<Classifier>(ClassifierOptions::from_json(cfg));
-  torch::NoGradGuard g;
-  for (auto& kv : net->named_parameters(true)) kv.value().copy_(st.at(kv.key()));
-  for (auto& kv : net->named_buffers(true)) kv.value().copy_(st.at(kv.key()));
+  copy_weights(*net, st, path);
   net->eval();
-  if (meta) {
-    *meta = nlohmann::json::object();
-    for (const auto& [k, v] : st.metadata) {
-      try {
-        (*meta)[k] = nlohmann::json::parse(v);
-      } catch (const std::exception&) {
-        (*meta)[k] = v;
-      }
-    }
-  }
+  if (meta) *meta = parsed_metadata(st);
   return net;
 }
 
 void save_noisy_classifier(const std::string& path, NoisyClassifierNet& net, const DiffusionConfig& diffusion,
                            const nlohmann::json& extra_meta) {
-  SafeTensors st;
-  for (const auto& kv : net.named_parameters(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
-  for (const auto& kv : net.named_buffers(true)) st.tensors.push_back({kv.key(), kv.value().detach().contiguous()});
+  auto st = weights_of(net);
   for (const auto& [k, v] : extra_meta.items()) st.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
   st.metadata["network"] = net.options().to_json().dump();
   st.metadata["diffusion"] = nlohmann::json(diffusion).dump();
