@@ -66,3 +66,20 @@ TEST(Dropout, BackwardAppliesTheForwardMaskInBothLayouts) {
     EXPECT_LT(max_abs_diff(y.detach(), x.detach() * mask / 0.75), 1e-6);
   }
 }
+
+TEST(Dropout, Bfloat16UsesTheSameMaskAndRounding) {
+  // The same seed keeps the same elements as for float, and the scaled value is the float one rounded to bfloat16.
+  for (bool cl : {false, true}) {
+    auto x = at::randn({3, 6, 7, 9}).to(at::kBFloat16);
+    if (cl) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    torch::manual_seed(11);
+    auto yb = hashed_dropout(x, 0.3, true);
+    torch::manual_seed(11);
+    auto yf = hashed_dropout(x.to(at::kFloat).contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous),
+                             0.3, true);
+    ASSERT_EQ(yb.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::equal(yb, yf.to(at::kBFloat16))) << (cl ? "channels_last" : "nchw");
+    const double kept = (yf != 0).to(at::kDouble).mean().item<double>();
+    EXPECT_NEAR(kept, 0.7, 0.05);
+  }
+}

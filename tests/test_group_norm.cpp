@@ -137,3 +137,51 @@ TEST(GroupNorm, InferencePathsAndFallbackAgree) {
             2e-5);
   EXPECT_THROW(group_norm_silu(x, 3, w, b, 1e-6), InvalidArgument);
 }
+
+TEST(GroupNorm, Bfloat16ChannelsLastReadsAndWritesBfloat16WithFloatStatistics) {
+  // bfloat16 in and out, statistics and arithmetic in float. The reference is the double formula on the same
+  // (exactly representable) bfloat16 values, with an upstream gradient that is itself bfloat16: the output and dx
+  // then differ from it only by their final rounding to bfloat16 (≤ 2⁻⁸ relative, 3.9e-3 of the largest value), while
+  // dγ and dβ, accumulated in float and double, stay at float accuracy.
+  auto g = gen(6);
+  for (bool silu : {true, false})
+    for (bool with_shift : {false, true}) {
+      SCOPED_TRACE(std::string(silu ? "silu" : "plain") + (with_shift ? " shift" : ""));
+      auto xb = (at::randn({3, 16, 5, 7}, g) * 2 + 0.5).to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+      auto w = at::randn({16}, g), b = at::randn({16}, g), e = at::randn({3, 16}, g);
+      auto upb = at::randn({3, 16, 5, 7}, g).to(at::kBFloat16);
+      auto xf = xb.clone().requires_grad_(true);
+      auto wf = w.clone().requires_grad_(true), bf = b.clone().requires_grad_(true), ef = e.clone().requires_grad_(true);
+      auto y = group_norm_silu(xf, 4, wf, bf, 1e-6, silu, with_shift ? ef : at::Tensor());
+      ASSERT_EQ(y.scalar_type(), at::kBFloat16);
+      EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast));
+      std::vector<at::Tensor> inputs = {xf, wf, bf};
+      if (with_shift) inputs.push_back(ef);
+      auto gf = torch::autograd::grad({(y * upb).sum()}, inputs);
+      ASSERT_EQ(gf[0].scalar_type(), at::kBFloat16);
+      auto xd = xb.to(at::kDouble).requires_grad_(true), wd = w.to(at::kDouble).requires_grad_(true);
+      auto bd = b.to(at::kDouble).requires_grad_(true), ed = e.to(at::kDouble).requires_grad_(true);
+      auto yd = reference(with_shift ? xd + ed.reshape({3, 16, 1, 1}) : xd, 4, wd, bd, 1e-6, silu);
+      std::vector<at::Tensor> din = {xd, wd, bd};
+      if (with_shift) din.push_back(ed);
+      auto gd = torch::autograd::grad({(yd * upb.to(at::kDouble)).sum()}, din);
+      const double ey = rel_err(y.detach(), yd.detach()), edx = rel_err(gf[0], gd[0]);
+      EXPECT_LT(ey, 4e-3);
+      EXPECT_GT(ey, 1e-6);  // it was rounded to bfloat16
+      EXPECT_LT(edx, 4e-3);
+      EXPECT_LT(rel_err(gf[1], gd[1]), 2e-5) << "d/dweight";
+      EXPECT_LT(rel_err(gf[2], gd[2]), 2e-5) << "d/dbias";
+      // The shift's gradient sums dx over positions in float: within the bfloat16 rounding of dx.
+      if (with_shift) EXPECT_LT(rel_err(gf[3], gd[3]), 5e-3) << "d/dshift";
+      {
+        c10::InferenceMode guard;  // the no-gradient path gives the same bits
+        EXPECT_TRUE(at::equal(group_norm_silu(xb, 4, w, b, 1e-6, silu, with_shift ? e : at::Tensor()), y.detach()));
+      }
+    }
+  // bfloat16 in another layout falls back to the float computation and still returns bfloat16.
+  auto x = at::randn({2, 8, 6, 6}, g).to(at::kBFloat16);
+  auto w = at::randn({8}, g), b = at::randn({8}, g);
+  auto y = group_norm_silu(x, 4, w, b, 1e-6);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  EXPECT_LT(rel_err(y, reference(x.to(at::kDouble), 4, w.to(at::kDouble), b.to(at::kDouble), 1e-6, true)), 4e-3);
+}

@@ -23,13 +23,18 @@ uint64_t keep_threshold(double p) {
 // y = mask(seed) · x / (1 − p), over the elements in memory order (x is dense: contiguous in some layout).
 at::Tensor apply_mask(const at::Tensor& x, uint64_t seed, double p) {
   auto y = at::empty_like(x);  // same strides as x
-  const float* px = x.data_ptr<float>();
-  float* py = y.data_ptr<float>();
   const uint64_t threshold = keep_threshold(p);
   const float scale = static_cast<float>(1.0 / (1.0 - p));
-  at::parallel_for(0, x.numel(), 16384, [&](int64_t b, int64_t e) {
-    kernels::dropout(px + b, py + b, b, e - b, seed, threshold, scale);
-  });
+  auto run = [&](auto* px, auto* py) {
+    at::parallel_for(0, x.numel(), 16384, [&](int64_t b, int64_t e) {
+      kernels::dropout(px + b, py + b, b, e - b, seed, threshold, scale);
+    });
+  };
+  if (x.scalar_type() == at::kBFloat16)  // bfloat16 as its raw bits; the same mask as for float
+    run(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()),
+        reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>()));
+  else
+    run(x.data_ptr<float>(), y.data_ptr<float>());
   return y;
 }
 
@@ -58,7 +63,8 @@ at::Tensor hashed_dropout(const at::Tensor& x, double p, bool train) {
   if (!(p >= 0 && p < 1)) throw InvalidArgument("dropout probability must be in [0, 1), got " + std::to_string(p));
   if (!train || p == 0) return x;
   RECORD_FUNCTION("ddpm::hashed_dropout", std::vector<c10::IValue>());
-  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || !x.is_non_overlapping_and_dense())
+  if (!x.device().is_cpu() || (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16) ||
+      !x.is_non_overlapping_and_dense())
     return at::dropout(x, p, true);
   uint64_t seed;
   {

@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "ddpm/errors.h"
@@ -17,9 +18,22 @@ namespace {
 namespace K = kernels;
 
 // The fused kernels take float tensors on the CPU, contiguous NCHW (any trailing dims) or channels_last 4-D.
+// bfloat16 tensors (read and written as bfloat16, statistics in float) only channels_last 4-D, the layout the
+// U-Net's bf16 path runs in.
 bool fused_applies(const at::Tensor& x) {
-  return x.device().is_cpu() && x.scalar_type() == at::kFloat && x.layout() == at::kStrided && x.dim() >= 2 &&
-         (x.is_contiguous() || (x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)));
+  if (!x.device().is_cpu() || x.layout() != at::kStrided || x.dim() < 2) return false;
+  const bool nhwc = x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (x.scalar_type() == at::kBFloat16) return nhwc;
+  return x.scalar_type() == at::kFloat && (x.is_contiguous() || nhwc);
+}
+
+// The fused kernels' element type for x: float, or bfloat16 as its 16 raw bits.
+template <class T>
+T* elements(const at::Tensor& x) {
+  if constexpr (std::is_same_v<std::remove_const_t<T>, float>)
+    return x.data_ptr<float>();
+  else
+    return reinterpret_cast<T*>(x.data_ptr<at::BFloat16>());
 }
 
 bool channels_last(const at::Tensor& x) { return !x.is_contiguous(); }  // given fused_applies(x)
@@ -39,16 +53,25 @@ Shape shape_of(const at::Tensor& x, int64_t groups) {
 
 // y = SiLU((x − μ)/σ · γ + β) (or without SiLU) with per-(n, g) mean and 1/σ ([N, G] float, kept for backward).
 // Each image group (NCHW) or image (channels_last) is normalised right after its statistics, while it is in cache.
+template <class T>
+void normalize_rows(const at::Tensor& x, at::Tensor& y, const Shape& s, const at::Tensor& weight,
+                    const at::Tensor& bias, const at::Tensor& shift, double eps, bool silu, at::Tensor& mean,
+                    at::Tensor& rstd);
+
 at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weight, const at::Tensor& bias,
                      const at::Tensor& shift, double eps, bool silu, at::Tensor& mean, at::Tensor& rstd) {
   auto y = at::empty_like(x, format_of(x));
-  mean = at::empty({s.N, s.G}, x.options());
-  rstd = at::empty({s.N, s.G}, x.options());
-  const float *px = x.data_ptr<float>(), *pw = weight.data_ptr<float>(), *pbias = bias.data_ptr<float>(),
-              *pe = shift.data_ptr<float>();
-  float *py = y.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pr = rstd.data_ptr<float>();
-  const double M = static_cast<double>(s.D * s.S);
+  mean = at::empty({s.N, s.G}, x.options().dtype(at::kFloat));
+  rstd = at::empty({s.N, s.G}, x.options().dtype(at::kFloat));
+  if (x.scalar_type() == at::kBFloat16) {
+    normalize_rows<uint16_t>(x, y, s, weight, bias, shift, eps, silu, mean, rstd);
+    return y;
+  }
   if (!channels_last(x)) {
+    const float *px = x.data_ptr<float>(), *pw = weight.data_ptr<float>(), *pbias = bias.data_ptr<float>(),
+                *pe = shift.data_ptr<float>();
+    float *py = y.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pr = rstd.data_ptr<float>();
+    const double M = static_cast<double>(s.D * s.S);
     const int64_t len = s.D * s.S;
     at::parallel_for(0, s.N * s.G, std::max<int64_t>(1, 16384 / std::max<int64_t>(len, 1)), [&](int64_t b0, int64_t e) {
       for (int64_t i = b0; i < e; ++i) {
@@ -72,6 +95,20 @@ at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weig
     });
     return y;
   }
+  normalize_rows<float>(x, y, s, weight, bias, shift, eps, silu, mean, rstd);
+  return y;
+}
+
+// Channels-last: each image's statistics, then its output, per thread.
+template <class T>
+void normalize_rows(const at::Tensor& x, at::Tensor& y, const Shape& s, const at::Tensor& weight,
+                    const at::Tensor& bias, const at::Tensor& shift, double eps, bool silu, at::Tensor& mean,
+                    at::Tensor& rstd) {
+  const T* px = elements<T>(x);
+  T* py = elements<T>(y);
+  const float *pw = weight.data_ptr<float>(), *pbias = bias.data_ptr<float>(), *pe = shift.data_ptr<float>();
+  float *pm = mean.data_ptr<float>(), *pr = rstd.data_ptr<float>();
+  const double M = static_cast<double>(s.D * s.S);
   at::parallel_for(0, s.N, 1, [&](int64_t b0, int64_t e) {
     std::vector<double> acc(s.C);
     std::vector<float> dev(s.C), a(s.C), b(s.C);
@@ -81,7 +118,7 @@ at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weig
       return t;
     };
     for (int64_t n = b0; n < e; ++n) {
-      const float* xn = px + n * s.S * s.C;
+      const T* xn = px + n * s.S * s.C;
       const float* en = pe + n * s.C;
       std::fill(acc.begin(), acc.end(), 0.0);
       K::row_sums(xn, s.S, s.C, nullptr, acc.data());
@@ -103,7 +140,6 @@ at::Tensor normalize(const at::Tensor& x, const Shape& s, const at::Tensor& weig
       K::affine_rows(xn, py + n * s.S * s.C, s.S, s.C, a.data(), b.data(), silu);
     }
   });
-  return y;
 }
 
 // Gradients of normalize() for the input, γ and β.
@@ -118,10 +154,8 @@ void backward_pass(const at::Tensor& x, const at::Tensor& dout_in, const Shape& 
   // Per (n, c): the mean as seen from x (μ − e), so that x − it = x + e − μ; and b = β + (e − μ) a.
   auto meanc = (mean.repeat_interleave(s.D, 1) - shift).contiguous();
   auto b = (bias.unsqueeze(0) - meanc * a).contiguous();
-  const float *px = x.data_ptr<float>(), *pd = dout.data_ptr<float>(), *pa = a.data_ptr<float>(),
-              *pb = b.data_ptr<float>(), *pmc = meanc.data_ptr<float>(), *pr = rstd.data_ptr<float>(),
-              *pw = weight.data_ptr<float>();
-  float* pdx = dx.data_ptr<float>();
+  const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>(), *pmc = meanc.data_ptr<float>(),
+              *pr = rstd.data_ptr<float>(), *pw = weight.data_ptr<float>();
   double *psg = sg.data_ptr<double>(), *psgx = sgx.data_ptr<double>();
   const double M = static_cast<double>(s.D * s.S);
   // With g = ∂L/∂y (through SiLU) and x̂ = (x − μ)/σ:
@@ -141,7 +175,28 @@ void backward_pass(const at::Tensor& x, const at::Tensor& dout_in, const Shape& 
       k3[j * stride] = static_cast<float>(r * r * r * B / M * pmc[n * s.C + c] - r * A / M);
     }
   };
-  if (!channels_last(x)) {
+  // Channels-last, float or bfloat16: g goes to a float buffer per image (for float it could be dx itself, but one
+  // image's buffer stays in cache), then dx = k1·g + k2·x + k3 in x's type.
+  auto rows = [&](auto* px, auto* pd, auto* pdx) {
+    at::parallel_for(0, s.N, 1, [&](int64_t b0, int64_t e) {
+      std::vector<float> k1(s.C), k2(s.C), k3(s.C), g(s.S * s.C);
+      for (int64_t n = b0; n < e; ++n) {
+        const int64_t off = n * s.S * s.C;
+        K::grad_rows(px + off, pd + off, g.data(), s.S, s.C, pa + n * s.C, pb + n * s.C, pmc + n * s.C, silu,
+                     psg + n * s.C, psgx + n * s.C);
+        for (int64_t grp = 0; grp < s.G; ++grp)
+          coefficients(n, grp, k1.data() + grp * s.D, k2.data() + grp * s.D, k3.data() + grp * s.D, 1);
+        K::combine_rows(g.data(), px + off, pdx + off, s.S, s.C, k1.data(), k2.data(), k3.data());
+      }
+    });
+  };
+  if (x.scalar_type() == at::kBFloat16) {
+    rows(elements<const uint16_t>(x), elements<const uint16_t>(dout), elements<uint16_t>(dx));
+  } else if (channels_last(x)) {
+    rows(x.data_ptr<float>(), dout.data_ptr<float>(), dx.data_ptr<float>());
+  } else {
+    const float *px = x.data_ptr<float>(), *pd = dout.data_ptr<float>();
+    float* pdx = dx.data_ptr<float>();
     at::parallel_for(0, s.N * s.G, 1, [&](int64_t b0, int64_t e) {
       std::vector<float> k(3 * s.D);
       for (int64_t i = b0; i < e; ++i) {
@@ -156,18 +211,6 @@ void backward_pass(const at::Tensor& x, const at::Tensor& dout_in, const Shape& 
           const int64_t off = (n * s.C + grp * s.D + j) * s.S;
           K::combine_channel(pdx + off, px + off, pdx + off, s.S, k[3 * j], k[3 * j + 1], k[3 * j + 2]);
         }
-      }
-    });
-  } else {
-    at::parallel_for(0, s.N, 1, [&](int64_t b0, int64_t e) {
-      std::vector<float> k1(s.C), k2(s.C), k3(s.C);
-      for (int64_t n = b0; n < e; ++n) {
-        const int64_t off = n * s.S * s.C;
-        K::grad_rows(px + off, pd + off, pdx + off, s.S, s.C, pa + n * s.C, pb + n * s.C, pmc + n * s.C, silu,
-                     psg + n * s.C, psgx + n * s.C);
-        for (int64_t grp = 0; grp < s.G; ++grp)
-          coefficients(n, grp, k1.data() + grp * s.D, k2.data() + grp * s.D, k3.data() + grp * s.D, 1);
-        K::combine_rows(pdx + off, px + off, pdx + off, s.S, s.C, k1.data(), k2.data(), k3.data());
       }
     });
   }
@@ -200,7 +243,7 @@ struct GroupNormSiLU : public torch::autograd::Function<GroupNormSiLU> {
     // ∂L/∂e[n, c] = Σ over the positions of ∂L/∂x[n, c, ·].
     std::vector<int64_t> positions(x.dim() - 2);
     for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int64_t>(i) + 2;
-    auto dshift = saved[3].requires_grad() ? dx.sum(positions) : at::Tensor();
+    auto dshift = saved[3].requires_grad() ? dx.sum(positions, false, at::kFloat) : at::Tensor();
     return {dx, at::Tensor(), dweight, dbias, dshift, at::Tensor(), at::Tensor()};
   }
 };
@@ -217,22 +260,27 @@ at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor
     throw InvalidArgument("group_norm_silu: shift must be [N, C] = [" + std::to_string(x.size(0)) + ", " +
                           std::to_string(x.size(1)) + "], got " + std::string(c10::str(shift.sizes())));
   if (!fused_applies(x) || x.numel() == 0 || (shift.defined() && shift.scalar_type() != at::kFloat)) {
-    auto xs = x;
+    // Reduced-precision inputs are normalised in float (statistics of bfloat16 values in bfloat16 lose too much)
+    // and returned in their own type.
+    const bool reduced = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+    auto xs = reduced ? x.to(at::kFloat) : x;
     if (shift.defined()) {
       std::vector<int64_t> shape(x.dim(), 1);
       shape[0] = x.size(0);
       shape[1] = x.size(1);
-      xs = x + shift.reshape(shape);
+      xs = xs + shift.reshape(shape);
     }
     auto y = at::group_norm(xs, groups, weight, bias, eps);
-    return silu ? at::silu(y) : y;
+    if (silu) y = at::silu(y);
+    return reduced ? y.to(x.scalar_type()) : y;
   }
   const int64_t C = x.size(1);
-  const auto w = weight.defined() ? weight.contiguous() : at::ones({C}, x.options());
-  const auto b = bias.defined() ? bias.contiguous() : at::zeros({C}, x.options());
+  const auto fopt = x.options().dtype(at::kFloat);
+  const auto w = weight.defined() ? weight.contiguous() : at::ones({C}, fopt);
+  const auto b = bias.defined() ? bias.contiguous() : at::zeros({C}, fopt);
   if (!w.device().is_cpu() || w.scalar_type() != at::kFloat || w.numel() != C || b.numel() != C)
     throw InvalidArgument("group_norm_silu: weight and bias must be float tensors of " + std::to_string(C) + " values");
-  const auto e = shift.defined() ? shift.contiguous() : at::zeros({x.size(0), C}, x.options());
+  const auto e = shift.defined() ? shift.contiguous() : at::zeros({x.size(0), C}, fopt);
   const bool grad = at::GradMode::is_enabled() &&
                     (x.requires_grad() || w.requires_grad() || b.requires_grad() || e.requires_grad());
   if (!grad) {

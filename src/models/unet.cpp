@@ -1,6 +1,7 @@
 #include "ddpm/models/unet.h"
 
 #include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/conv.h>
 #include <torch/nn/functional/upsampling.h>
 #include <torch/nn/init.h>
 
@@ -57,6 +58,34 @@ at::Tensor norm_act(const torch::nn::GroupNorm& norm, const at::Tensor& x, bool 
 
 }  // namespace
 
+at::Tensor WeightCache::get(const at::Tensor& w, at::ScalarType t) {
+  if (!w.defined() || w.scalar_type() == t) return w;
+  if (at::GradMode::is_enabled() && w.requires_grad()) return w.to(t);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& e = entries_[w.unsafeGetTensorImpl()];
+  // The entry holds its source, so the key cannot be reused by another tensor while it lives.
+  if (!e.source.defined() || e.version != static_cast<int64_t>(w._version()) || e.data != w.data_ptr() ||
+      e.copy.scalar_type() != t) {
+    e.source = w;
+    e.version = static_cast<int64_t>(w._version());
+    e.data = w.data_ptr();
+    e.copy = w.detach().to(t);
+  }
+  return e.copy;
+}
+
+at::Tensor conv_in_type(torch::nn::Conv2d c, const at::Tensor& x, WeightCache* cache) {
+  const auto t = x.scalar_type();
+  if (t == c->weight.scalar_type()) return c->forward(x);
+  const auto& o = c->options;
+  if (torch::enumtype::get_enum_name(o.padding_mode()) != "kZeros")
+    throw InvalidArgument("a reduced-precision convolution needs zero padding");
+  auto cast = [&](const at::Tensor& w) { return cache ? cache->get(w, t) : (w.defined() ? w.to(t) : w); };
+  return F::conv2d(x, cast(c->weight),
+                   F::Conv2dFuncOptions().bias(cast(c->bias)).stride(o.stride()).padding(o.padding()).dilation(
+                       o.dilation()).groups(o.groups()));
+}
+
 nlohmann::json UNetOptions::to_json() const {
   nlohmann::json j = *this;
   j["type"] = "unet";
@@ -78,20 +107,23 @@ ResBlockImpl::ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double p, 
 }
 
 at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb_act) {
-  auto h = conv1(norm_act(norm1, x));
+  auto* w = weights.get();
+  auto h = conv_in_type(conv1, norm_act(norm1, x), w);
+  auto shortcut = nin_shortcut ? conv_in_type(nin_shortcut, x, w) : x;
   if (scale_shift_) {
     // FiLM after the norm (improved-diffusion's use_scale_shift_norm): not fused, GroupNorm then one affine pass.
     auto e = temb_proj(temb_act);
     const int64_t C = h.size(1);
     auto scale = e.narrow(1, 0, C).unsqueeze(-1).unsqueeze(-1), shift = e.narrow(1, C, C).unsqueeze(-1).unsqueeze(-1);
-    auto n = F::silu(at::addcmul(shift, norm_act(norm2, h, /*silu=*/false), scale + 1.0));
-    h = conv2(hashed_dropout(n, dropout->options.p(), is_training()));
-    return (nin_shortcut ? nin_shortcut(x) : x) + h;
+    auto n = F::silu(at::addcmul(shift, norm_act(norm2, h, /*silu=*/false), scale + 1.0)).to(h.scalar_type());
+    h = conv_in_type(conv2, hashed_dropout(n, dropout->options.p(), is_training()), w);
+    return shortcut + h;
   }
   // h + Dense(temb) goes only into norm2, which adds it itself.
   // Dropout with a hashed mask: at::dropout's serial Bernoulli draws cost 7% of a training step (PERFORMANCE.md).
-  h = conv2(hashed_dropout(norm_act(norm2, h, true, temb_proj(temb_act)), dropout->options.p(), is_training()));
-  return (nin_shortcut ? nin_shortcut(x) : x) + h;
+  h = conv_in_type(conv2, hashed_dropout(norm_act(norm2, h, true, temb_proj(temb_act)), dropout->options.p(), is_training()),
+                   w);
+  return shortcut + h;
 }
 
 AttnBlockImpl::AttnBlockImpl(int64_t c, int64_t groups, double eps, int64_t heads) : heads_(heads) {
@@ -109,16 +141,18 @@ AttnBlockImpl::AttnBlockImpl(int64_t c, int64_t groups, double eps, int64_t head
 at::Tensor AttnBlockImpl::forward(const at::Tensor& x) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   auto h = norm_act(norm, x, /*silu=*/false);
+  auto* w = weights.get();
+  auto qh = conv_in_type(q, h, w), kh = conv_in_type(k, h, w), vh = conv_in_type(v, h, w);
   if (heads_ > 1) {
     // Head g owns channels [g·d, (g+1)·d) of q, k and v: [B, C, N] → [B·heads, d, N].
     const int64_t d = C / heads_;
     auto split = [&](const at::Tensor& a) { return a.reshape({B * heads_, d, H * W}); };
-    auto out = spatial_attention(split(q(h)), split(k(h)), split(v(h)), precision);
-    return x + proj_out(out.reshape({B, C, H, W}).contiguous(x.suggest_memory_format()));
+    auto out = spatial_attention(split(qh), split(kh), split(vh), precision);
+    return x + conv_in_type(proj_out, out.reshape({B, C, H, W}).contiguous(x.suggest_memory_format()), w);
   }
-  auto out = spatial_attention(q(h).reshape({B, C, H * W}), k(h).reshape({B, C, H * W}), v(h).reshape({B, C, H * W}),
+  auto out = spatial_attention(qh.reshape({B, C, H * W}), kh.reshape({B, C, H * W}), vh.reshape({B, C, H * W}),
                                precision);
-  return x + proj_out(out.reshape({B, C, H, W}));
+  return x + conv_in_type(proj_out, out.reshape({B, C, H, W}), w);
 }
 
 at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -128,7 +162,9 @@ at::Tensor spatial_attention(const at::Tensor& q, const at::Tensor& k, const at:
   // w[b, i, j] = softmax_j(q_i · k_j / √C); out_i = Σ_j w[i, j] v_j. In bf16 both products and the softmax run in
   // bfloat16 (oneDNN on AMX/AVX512-BF16), the scale applied before rounding. (Running the products as grouped 1×1
   // convolutions was faster on one host and slower on another: docs/PERFORMANCE.md, change 2.)
-  const auto dtype = precision == AttentionPrecision::bf16 ? at::kBFloat16 : q.scalar_type();
+  // fp32 means float products even for bfloat16 activations (the bf16 compute path).
+  const bool reduced = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
+  const auto dtype = precision == AttentionPrecision::bf16 ? at::kBFloat16 : reduced ? at::kFloat : q.scalar_type();
   auto qs = (q * scale).to(dtype), ks = k.to(dtype), vs = v.to(dtype);
   auto w = at::softmax(at::bmm(qs.transpose(1, 2), ks), -1);
   // Channels-last activations give q as a transposed view of [B, N, C]: return the same layout.
@@ -234,10 +270,14 @@ at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Ten
   }
   auto act = F::silu(temb);  // every block applies SiLU before its projection of temb
 
+  // bf16: activations in bfloat16 from the first convolution to the last normalisation (ComputePrecision).
+  const bool reduced = compute_ == ComputePrecision::bf16 && x.scalar_type() == at::kFloat;
+  auto* w = weights_.get();
   // On the CPU the activations run channels-last (NHWC): oneDNN's convolutions are faster so, and the fused
   // GroupNorm keeps the layout (LibTorch's own GroupNorm is slow on it). docs/PERFORMANCE.md, change 4.
   const bool nhwc = x.device().is_cpu() && x.scalar_type() == at::kFloat;
-  std::vector<at::Tensor> hs = {nhwc ? conv_in(x).contiguous(at::MemoryFormat::ChannelsLast) : conv_in(x)};
+  auto h0 = conv_in_type(conv_in, reduced ? x.to(at::kBFloat16) : x, w);
+  std::vector<at::Tensor> hs = {nhwc ? h0.contiguous(at::MemoryFormat::ChannelsLast) : h0};
   for (size_t i = 0; i < down->size(); ++i) {
     auto& lv = *down[i]->as<LevelImpl>();
     for (size_t j = 0; j < lv.block->size(); ++j) {
@@ -246,9 +286,11 @@ at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Ten
       hs.push_back(h);
     }
     if (lv.resample)
-      hs.push_back(lv.resample(op.downsample_padding == DownsamplePadding::tf_same
-                                   ? at::constant_pad_nd(hs.back(), {0, 1, 0, 1}, 0)
-                                   : hs.back()));
+      hs.push_back(conv_in_type(lv.resample,
+                                op.downsample_padding == DownsamplePadding::tf_same
+                                    ? at::constant_pad_nd(hs.back(), {0, 1, 0, 1}, 0)
+                                    : hs.back(),
+                                w));
   }
   auto h = mid->block1(hs.back(), act);
   if (mid->attn1) h = mid->attn1(h);
@@ -266,15 +308,25 @@ at::Tensor UNet::forward(const at::Tensor& x, const at::Tensor& t, const at::Ten
       h = F::interpolate(h, F::InterpolateFuncOptions()
                                 .size(std::vector<int64_t>{skip.size(2), skip.size(3)})
                                 .mode(torch::kNearest));
-      h = lv.resample(h);
+      h = conv_in_type(lv.resample, h, w);
     }
   }
-  return conv_out(norm_act(norm_out, h)).contiguous();  // NCHW out, whatever ran inside
+  // The output convolution (few channels, cheap) and the output in x's type.
+  return conv_out(norm_act(norm_out, h).to(x.scalar_type())).contiguous();  // NCHW out, whatever ran inside
 }
 
 void UNet::set_attention_precision(AttentionPrecision p) {
   for (auto& m : modules(/*include_self=*/false))
     if (auto* a = dynamic_cast<AttnBlockImpl*>(m.get())) a->precision = p;
+}
+
+void UNet::set_compute_precision(ComputePrecision p) {
+  compute_ = p;
+  weights_ = p == ComputePrecision::fp32 ? nullptr : std::make_shared<WeightCache>();
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* r = dynamic_cast<ResBlockImpl*>(m.get())) r->weights = weights_;
+    if (auto* a = dynamic_cast<AttnBlockImpl*>(m.get())) a->weights = weights_;
+  }
 }
 
 nlohmann::json UNet::config() const { return options_.to_json(); }

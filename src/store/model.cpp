@@ -129,6 +129,7 @@ Model network_model(const std::string& spec, std::shared_ptr<Network> net, const
   m.diffusion = o.diffusion.check_against(stored, "'" + spec + "'");
   m.network = std::move(net);
   m.network->set_attention_precision(o.attention);
+  m.network->set_compute_precision(o.compute);
   m.denoiser = as_denoiser(m.network);
   m.num_classes = m.network->num_classes();
   m.null_label = m.num_classes;

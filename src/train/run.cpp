@@ -215,6 +215,7 @@ std::unique_ptr<TrainingRun> TrainingRun::start(const RunRequest& r, RunCadence 
   auto n = plan_new_run(r);
   run->data_ = std::move(n.data);
   const bool conditional = n.net->num_classes() > 0;
+  n.net->set_compute_precision(r.precision);
   run->trainer_ = std::make_unique<Trainer>(n.net, n.diffusion, n.train, run->data_.x,
                                             conditional ? run->data_.labels : at::Tensor(),
                                             run->data_.images ? Decoder::discrete : Decoder::continuous,
@@ -280,6 +281,7 @@ std::unique_ptr<TrainingRun> TrainingRun::resume(const RunRequest& r, RunCadence
   run->device_ = at::Device(r.device);
   run->data_ = load_training_data(source);
   const auto decoder = parse_decoder(st.meta.value("decoder", std::string("continuous")));
+  net->set_compute_precision(r.precision);
   run->trainer_ = std::make_unique<Trainer>(net, dcfg, tcfg, run->data_.x,
                                             net->num_classes() ? run->data_.labels : at::Tensor(), decoder,
                                             run->device_, comm);

@@ -55,6 +55,7 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
     comm_->broadcast(all, 0);
   }
   ema_ = make_network(net_->config());
+  ema_->set_compute_precision(net_->compute_precision());
   ema_->to(device_);
   {
     at::NoGradGuard g;

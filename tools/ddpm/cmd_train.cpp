@@ -65,6 +65,7 @@ void run_train(TrainArgs& a) {
     if (r.device == "cuda") r.device = "cuda:" + std::to_string(env.local_rank);
   }
   parse_device(r.device);
+  r.precision = parse_name<ComputePrecision>(global_options().precision);
   if (a.describe) {
     std::cout << TrainingRun::describe(r).dump() << "\n";
     return;

@@ -60,6 +60,7 @@ Model open_cli_model(const std::string& spec, const DiffusionFlags& flags) {
   OpenOptions o;
   o.diffusion = flags.overrides();
   o.attention = parse_attention_precision(global_options().attention);
+  o.compute = parse_name<ComputePrecision>(global_options().precision);
   return open_model(spec, o);
 }
 

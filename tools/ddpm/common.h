@@ -34,7 +34,7 @@ struct DiffusionFlags {
   void apply_training(TrainConfig& t) const;
 };
 
-/// open_model with the diffusion flags and the global --attention-precision.
+/// open_model with the diffusion flags and the global --attention-precision and --precision.
 Model open_cli_model(const std::string& spec, const DiffusionFlags& flags);
 
 /// "cpu" or "cuda" ("cuda:N"); throws InvalidArgument when CUDA is asked for but not available.
@@ -74,6 +74,7 @@ struct GlobalOptions {
   bool quiet = false;
   int64_t zoom = 0;  ///< image grids: pixels per image pixel; 0 = 3 up to 32 px images, 2 up to 64, else 1
   std::string attention = "fp32";  ///< attention precision of networks loaded by load_model_spec
+  std::string precision = "fp32";  ///< compute precision of networks loaded or trained (ComputePrecision)
 };
 GlobalOptions& global_options();
 

@@ -58,6 +58,12 @@ int main(int argc, char** argv) {
                  "on CPUs with AMX/AVX512-BF16; FID and bits/dim unchanged within noise, docs/PERFORMANCE.md)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
+  app.add_option("--precision", g.precision,
+                 "arithmetic of the network in train, sample and evaluation: fp32 (exact) or bf16 (mixed precision: "
+                 "bfloat16 convolutions and activations, float weights, statistics and output; about twice as fast "
+                 "where the CPU has AVX512-BF16 or AMX, slower elsewhere; docs/PERFORMANCE.md)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   app.set_version_flag("--version", "ddpm 0.1.0");
   register_train(app);
   register_sample(app);

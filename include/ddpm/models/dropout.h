@@ -1,6 +1,6 @@
 // Inverted dropout with a counter-based mask: y = x · m / (1 − p), m ~ Bernoulli(1 − p) per element, from a hash of
 // the element's index and a seed drawn from LibTorch's default CPU generator (so torch::manual_seed makes it
-// reproducible). The mask is never stored: backward regenerates it from the seed. On float CPU tensors it runs in
+// reproducible). The mask is never stored: backward regenerates it from the seed. On float or bfloat16 CPU tensors it runs in
 // parallel without the serial random-number generator of at::dropout (docs/PERFORMANCE.md); elsewhere it is
 // at::dropout.
 #pragma once

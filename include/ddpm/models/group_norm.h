@@ -1,6 +1,7 @@
 // GroupNorm followed by SiLU in one pass over the activations (the U-Net applies SiLU after all but one of its
 // GroupNorms). Same result as at::silu(at::group_norm(x, groups, weight, bias, eps)) to float rounding, with gradients;
-// on the CPU for float tensors (NCHW or channels_last, kept as given) it runs fused kernels that read the input
+// on the CPU for float tensors (NCHW or channels_last, kept as given) and bfloat16 ones (channels_last; statistics and
+// arithmetic in float, output rounded to bfloat16) it runs fused kernels that read the input
 // once for the statistics and once for the output, and saves only the input for backward.
 #pragma once
 

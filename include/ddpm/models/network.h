@@ -26,6 +26,19 @@ struct EnumNames<AttentionPrecision> {
 /// "fp32" | "bf16"; throws InvalidArgument otherwise.
 AttentionPrecision parse_attention_precision(const std::string& name);
 
+/// Arithmetic of a network's convolutions and activations. fp32 is the exact path. bf16 is mixed precision as
+/// autocast does it: parameters stay float (so training updates float master weights and the optimizer state is
+/// float), activations and convolutions run in bfloat16 — twice as fast on CPUs whose oneDNN has native bf16
+/// convolutions (AVX512-BF16 or AMX), slower on others — while the timestep embedding, every normalisation's
+/// statistics, the output convolution and the output stay float. docs/PERFORMANCE.md measures speed and quality.
+enum class ComputePrecision { fp32, bf16 };
+template <>
+struct EnumNames<ComputePrecision> {
+  static constexpr const char* what = "compute precision";
+  static constexpr std::pair<ComputePrecision, const char*> table[] = {{ComputePrecision::fp32, "fp32"},
+                                                                       {ComputePrecision::bf16, "bf16"}};
+};
+
 class Network : public torch::nn::Module {
  public:
   /// t: original timestep indices [B] (int64); y: class labels [B] (int64) or undefined (= the null label).
@@ -41,6 +54,9 @@ class Network : public torch::nn::Module {
   int64_t num_parameters() const;
   /// Networks without attention ignore it.
   virtual void set_attention_precision(AttentionPrecision) {}
+  /// Networks without a reduced-precision path ignore it (and report fp32).
+  virtual void set_compute_precision(ComputePrecision) {}
+  virtual ComputePrecision compute_precision() const { return ComputePrecision::fp32; }
 };
 
 /// Builds a network from its config(); throws InvalidArgument for an unknown type or bad option.

@@ -12,6 +12,8 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "ddpm/models/network.h"
@@ -62,6 +64,27 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(UNetOptions, in_channels, image_
                                                 timestep_scale, norm_eps, num_heads, num_heads_upsample, head_channels,
                                                 scale_shift_norm, mid_attention)
 
+/// Reduced-precision copies of float convolution weights for inference (no gradient wanted): made once per weight
+/// version and reused until the weights change (an optimizer or EMA step, a load). Thread-safe.
+class WeightCache {
+ public:
+  /// w in type t: the cached copy when gradients are off, a fresh differentiable cast otherwise.
+  at::Tensor get(const at::Tensor& w, at::ScalarType t);
+
+ private:
+  struct Entry {
+    at::Tensor source, copy;
+    int64_t version = -1;
+    const void* data = nullptr;
+  };
+  std::mutex mutex_;
+  std::unordered_map<const void*, Entry> entries_;
+};
+
+/// conv(x) in x's type: a float convolution given bfloat16 activations runs in bfloat16 with its weights cast (through
+/// `cache` when not null), accumulating in float inside oneDNN; given float activations it is the plain module call.
+at::Tensor conv_in_type(torch::nn::Conv2d conv, const at::Tensor& x, WeightCache* cache = nullptr);
+
 /// GroupNorm → SiLU → conv3×3 → + Dense(SiLU(temb)) → GroupNorm → SiLU → dropout → conv3×3 (zero init);
 /// a 1×1 convolution on the shortcut when the channel count changes. With scale_shift the dense layer gives
 /// [scale; shift] (2·out values) and the second half is GroupNorm(h)·(1 + scale) + shift → SiLU → dropout → conv.
@@ -69,7 +92,9 @@ class ResBlockImpl : public torch::nn::Module {
  public:
   ResBlockImpl(int64_t in, int64_t out, int64_t temb_dim, double dropout, int64_t groups, double eps = 1e-6,
                bool scale_shift = false);
+  /// x in float or bfloat16 (the result has x's type); temb_act float.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& temb_act);
+  std::shared_ptr<WeightCache> weights;  ///< set by UNet::set_compute_precision
 
  private:
   bool scale_shift_ = false;
@@ -93,6 +118,7 @@ class AttnBlockImpl : public torch::nn::Module {
   AttnBlockImpl(int64_t channels, int64_t groups, double eps = 1e-6, int64_t heads = 1);
   at::Tensor forward(const at::Tensor& x);
   AttentionPrecision precision = AttentionPrecision::fp32;
+  std::shared_ptr<WeightCache> weights;  ///< set by UNet::set_compute_precision
 
  private:
   int64_t heads_ = 1;
@@ -133,9 +159,13 @@ class UNet : public Network {
   /// Attention heads of a block with `channels` channels on the down path and middle (up = false) or the up path.
   static int64_t heads_for(const UNetOptions& options, int64_t channels, bool up);
   void set_attention_precision(AttentionPrecision p) override;
+  void set_compute_precision(ComputePrecision p) override;
+  ComputePrecision compute_precision() const override { return compute_; }
 
  private:
   UNetOptions options_;
+  ComputePrecision compute_ = ComputePrecision::fp32;
+  std::shared_ptr<WeightCache> weights_;
   torch::nn::Linear temb_dense0{nullptr}, temb_dense1{nullptr};
   torch::nn::Embedding class_emb{nullptr};
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};

@@ -45,6 +45,7 @@ struct Model {
 struct OpenOptions {
   DiffusionOverrides diffusion;  ///< checkpoints refuse contradicting settings; other models take them
   AttentionPrecision attention = AttentionPrecision::fp32;
+  ComputePrecision compute = ComputePrecision::fp32;  ///< networks of this project and imports (not TorchScript)
 };
 
 /// Opens CHECKPOINT.safetensors | MODEL.pt / .pth / .ts / torchscript:PATH (settings from MODEL.json beside it and

@@ -75,6 +75,8 @@ struct RunRequest {
   std::optional<uint64_t> seed;
   std::optional<bool> random_flip;
   std::string device = "cpu";  ///< "cpu", "cuda" or "cuda:N" (data-parallel front ends pick each rank's own)
+  /// Arithmetic of the network (mixed precision with bf16); a runtime choice, not recorded in the checkpoint.
+  ComputePrecision precision = ComputePrecision::fp32;
   std::string command;  ///< the command line, recorded in the checkpoint (and appended to "resumed" on resume)
 };
 
