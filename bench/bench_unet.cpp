@@ -3,6 +3,8 @@
 //
 //   build/bench/bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] [--json FILE]
 //                          [--no-reference] [--scaling]
+//                          fp32 and mixed bf16 (ComputePrecision) against PyTorch eager fp32 and under autocast bf16;
+//                          the host (CPU, instruction sets, ATen capability, library versions) heads the table
 //   build/bench/bench_unet --group-norm                     GroupNorm+SiLU: LibTorch's ops against the fused kernel
 //   build/bench/bench_unet --film [--config C]              FiLM scale-shift ResBlocks against the fused default
 //   build/bench/bench_unet --config C --profile TRACE.json [--bf16 | --train]
@@ -12,6 +14,7 @@
 // Every figure is a best-of-repeats wall time; the ratios compare runs made minutes apart on the same machine.
 #include <ATen/ATen.h>
 #include <torch/utils.h>
+#include <torch/version.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -21,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <iostream>
 #include <map>
@@ -68,10 +72,11 @@ std::vector<Config> configs() {
 }
 
 /// Best GFLOP/s of one convolution shape over a few repeats, NCHW or channels_last.
-double conv_gflops(const ddpm::ConvShape& s, int64_t batch, bool channels_last, int repeats) {
-  auto x = at::randn({batch, s.in_channels, s.in_side, s.in_side});
-  auto w = at::randn({s.out_channels, s.in_channels, s.kernel, s.kernel});
-  auto b = at::randn({s.out_channels});
+double conv_gflops(const ddpm::ConvShape& s, int64_t batch, bool channels_last, int repeats,
+                   at::ScalarType dtype = at::kFloat) {
+  auto x = at::randn({batch, s.in_channels, s.in_side, s.in_side}).to(dtype);
+  auto w = at::randn({s.out_channels, s.in_channels, s.kernel, s.kernel}).to(dtype);
+  auto b = at::randn({s.out_channels}).to(dtype);
   if (channels_last) {
     x = x.contiguous(at::MemoryFormat::ChannelsLast);
     w = w.contiguous(at::MemoryFormat::ChannelsLast);
@@ -96,6 +101,49 @@ std::string run_capture(const std::string& cmd) {
   while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   pclose(p);
   return out;
+}
+
+extern "C" {
+// OpenBLAS's own description of itself, when LibTorch's BLAS is OpenBLAS (weak: absent otherwise).
+__attribute__((weak)) char* openblas_get_config(void);
+__attribute__((weak)) char* openblas_get_corename(void);
+}
+
+/// The machine and the software the figures come from: CPU model, cores, the instruction sets that matter here, the
+/// ATen kernel capability in use, LibTorch / oneDNN / OpenBLAS versions.
+nlohmann::json host_info() {
+  nlohmann::json h;
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line, model, flags;
+  while (std::getline(cpu, line)) {
+    auto value = [&] { return line.substr(line.find(':') + 2); };
+    if (model.empty() && line.rfind("model name", 0) == 0) model = value();
+    if (flags.empty() && line.rfind("flags", 0) == 0) flags = " " + value() + " ";
+  }
+  h["cpu"] = model;
+  h["logical_cores"] = std::thread::hardware_concurrency();
+  nlohmann::json isa = nlohmann::json::array();
+  for (const char* f : {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"})
+    if (flags.find(" " + std::string(f) + " ") != std::string::npos) isa.push_back(f);
+  h["isa"] = isa;
+  const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
+  // ATen picks the best of default / avx2 / avx512 its build has and the CPU supports, unless the variable says less.
+  const std::string config = at::show_config();
+  auto after = [&](const std::string& key) {
+    const auto i = config.find(key);
+    if (i == std::string::npos) return std::string();
+    const auto j = config.find_first_of("\n(", i + key.size());
+    return config.substr(i + key.size(), j - i - key.size());
+  };
+  std::string capability = after("CPU capability usage: ");
+  h["aten_capability"] = capability.empty() ? (cap ? std::string(cap) + " (ATEN_CPU_CAPABILITY)" : "unknown") : capability;
+  h["libtorch"] = TORCH_VERSION;
+  std::string dnnl = after("Intel(R) MKL-DNN ");
+  if (dnnl.empty()) dnnl = after("oneDNN ");
+  h["onednn"] = dnnl;
+  h["openblas"] = openblas_get_config ? std::string(openblas_get_config()) : "not OpenBLAS";
+  if (openblas_get_corename) h["openblas_core"] = openblas_get_corename();
+  return h;
 }
 
 /// The library's Trainer on `net` with random images in [-1, 1] (4 batches) and random labels for conditional nets:
@@ -147,29 +195,50 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
   std::cerr << "  conv peak " << peak << " GFLOP/s\n";
   r["conv_peak_gflops"] = peak;
   r["conv_peak_runs"] = peaks;
+  // The same shapes in bfloat16, channels-last (the layout of the bf16 path).
+  double peak_bf16 = 0;
+  for (const auto& s : shapes) peak_bf16 = std::max(peak_bf16, conv_gflops(s, c.batch_sample, true, 5, at::kBFloat16));
+  std::cerr << "  bf16 conv peak " << peak_bf16 << " GFLOP/s\n";
+  r["conv_peak_bf16_gflops"] = peak_bf16;
 
-  // Training step (forward, backward, clip, Adam, EMA) through the library's Trainer.
-  {
+  // Training step (forward, backward, clip, Adam, EMA) through the library's Trainer, fp32 and mixed bf16.
+  for (auto compute : {ddpm::ComputePrecision::fp32, ddpm::ComputePrecision::bf16}) {
+    const std::string suffix = compute == ddpm::ComputePrecision::bf16 ? "_bf16" : "";
     torch::manual_seed(0);
     const int64_t B = c.batch_train;
-    auto trainer = bench_trainer(std::make_shared<ddpm::UNet>(c.unet), B);
+    auto net = std::make_shared<ddpm::UNet>(c.unet);
+    net->set_compute_precision(compute);
+    auto trainer = bench_trainer(net, B);
     trainer->step();  // warm-up
-    auto t0 = Clock::now();
-    for (int i = 0; i < iters; ++i) trainer->step();
-    const double img_s = iters * B / seconds_since(t0);
-    r["train_img_per_s"] = img_s;
-    std::cerr << "  train " << img_s << " img/s\n";
-    r["train_gflops"] = 3 * cost.total_flops() * img_s / 1e9;  // backward ≈ 2 × forward
+    double best = 1e30;  // best of two halves: the machine is shared
+    for (int half = 0; half < 2; ++half) {
+      auto t0 = Clock::now();
+      for (int i = 0; i < (iters + 1) / 2; ++i) trainer->step();
+      best = std::min(best, seconds_since(t0) / ((iters + 1) / 2));
+    }
+    const double img_s = B / best;
+    r["train" + suffix + "_img_per_s"] = img_s;
+    std::cerr << "  train" << suffix << " " << img_s << " img/s\n";
+    r["train" + suffix + "_gflops"] = 3 * cost.total_flops() * img_s / 1e9;  // backward ≈ 2 × forward
   }
 
-  // Sampling steps (network + DDIM update) under inference mode, with the attention products in fp32 (the default)
-  // and in bf16.
-  for (auto precision : {ddpm::AttentionPrecision::fp32, ddpm::AttentionPrecision::bf16}) {
-    const std::string suffix = precision == ddpm::AttentionPrecision::bf16 ? "_bf16attn" : "";
+  // Sampling steps (network + DDIM update) under inference mode: fp32; fp32 with the attention products in bf16;
+  // mixed bf16 (attention products in float); mixed bf16 with bf16 attention.
+  struct Mode {
+    const char* suffix;
+    ddpm::ComputePrecision compute;
+    ddpm::AttentionPrecision attention;
+  };
+  for (const Mode m : {Mode{"", ddpm::ComputePrecision::fp32, ddpm::AttentionPrecision::fp32},
+                       Mode{"_bf16attn", ddpm::ComputePrecision::fp32, ddpm::AttentionPrecision::bf16},
+                       Mode{"_bf16", ddpm::ComputePrecision::bf16, ddpm::AttentionPrecision::fp32},
+                       Mode{"_bf16_bf16attn", ddpm::ComputePrecision::bf16, ddpm::AttentionPrecision::bf16}}) {
+    const std::string suffix = m.suffix;
     torch::manual_seed(0);
     auto net = std::make_shared<ddpm::UNet>(c.unet);
     net->eval();
-    net->set_attention_precision(precision);
+    net->set_attention_precision(m.attention);
+    net->set_compute_precision(m.compute);
     const int64_t B = c.batch_sample, side = c.unet.image_size;
     ddpm::DiffusionConfig dc;
     auto diffusion = dc.respaced(iters + 1, "linspace");
@@ -185,7 +254,21 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
     r["sample" + suffix + "_img_steps_per_s"] = steps_s;
     std::cerr << "  sample" << suffix << " " << steps_s << " image-steps/s\n";
     r["sample" + suffix + "_gflops"] = cost.total_flops() * steps_s / 1e9;
-    r["sample" + suffix + "_fraction_of_peak"] = cost.total_flops() * steps_s / 1e9 / peak;
+    r["sample" + suffix + "_fraction_of_peak"] =
+        cost.total_flops() * steps_s / 1e9 / (m.compute == ddpm::ComputePrecision::bf16 ? peak_bf16 : peak);
+  }
+
+  // Peak memory of a training run of two steps, each precision in a fresh process of this program.
+  {
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    for (const std::string p : {"fp32", "bf16"}) {
+      const std::string out = run_capture(self + " --config " + c.name + " --threads " + std::to_string(threads) +
+                                          " --precision " + p + " --point train,32," + std::to_string(c.batch_train) +
+                                          ",2 2>/dev/null");
+      if (out.find('{') != std::string::npos)
+        r["train_peak_rss_mib" + std::string(p == "bf16" ? "_bf16" : "")] =
+            nlohmann::json::parse(out.substr(out.find('{')))["peak_rss_mib"];
+    }
   }
 
   if (reference) {
@@ -193,20 +276,30 @@ nlohmann::json bench_config(const Config& c, int iters, int threads, bool refere
                              std::to_string(c.batch_train) + " --batch-sample " + std::to_string(c.batch_sample) +
                              " --iters " + std::to_string(iters) + " --threads " + std::to_string(threads) +
                              " 2>/dev/null";
-    // The python3 on PATH (a pip torch), else Debian's (python3-torch).
-    std::string out = run_capture("python3" + args);
-    if (out.find('{') == std::string::npos) out = run_capture("/usr/bin/python3" + args);
+    // The python3 on PATH (a pip torch), else Debian's (python3-torch). Eager fp32, then under
+    // torch.autocast("cpu", dtype=torch.bfloat16).
+    auto peer = [&](const std::string& extra) {
+      std::string out = run_capture("python3" + args + extra);
+      if (out.find('{') == std::string::npos) out = run_capture("/usr/bin/python3" + args + extra);
+      return nlohmann::json::parse(out.substr(out.find('{')));
+    };
+    auto ratio = [&](const std::string& ours, const nlohmann::json& ref, const std::string& theirs) {
+      return r[ours].get<double>() / ref.at(theirs).get<double>();
+    };
     try {
-      auto ref = nlohmann::json::parse(out.substr(out.find('{')));
+      auto ref = peer("");
       r["pytorch"] = ref;
       if (ref.at("parameters") != r["parameters"]) r["pytorch_mismatch"] = "parameter counts differ";
-      r["train_vs_pytorch"] = r["train_img_per_s"].get<double>() / ref.at("train_img_per_s").get<double>();
-      r["sample_vs_pytorch"] =
-          r["sample_img_steps_per_s"].get<double>() / ref.at("sample_img_steps_per_s").get<double>();
-      r["sample_bf16attn_vs_pytorch"] =
-          r["sample_bf16attn_img_steps_per_s"].get<double>() / ref.at("sample_img_steps_per_s").get<double>();
+      for (const std::string m : {"", "_bf16"}) r["train" + m + "_vs_pytorch"] = ratio("train" + m + "_img_per_s", ref, "train_img_per_s");
+      for (const std::string m : {"", "_bf16attn", "_bf16", "_bf16_bf16attn"})
+        r["sample" + m + "_vs_pytorch"] = ratio("sample" + m + "_img_steps_per_s", ref, "sample_img_steps_per_s");
+      auto ac = peer(" --autocast");
+      r["pytorch_autocast"] = ac;
+      for (const std::string m : {"", "_bf16"}) r["train" + m + "_vs_autocast"] = ratio("train" + m + "_img_per_s", ac, "train_img_per_s");
+      for (const std::string m : {"", "_bf16attn", "_bf16", "_bf16_bf16attn"})
+        r["sample" + m + "_vs_autocast"] = ratio("sample" + m + "_img_steps_per_s", ac, "sample_img_steps_per_s");
     } catch (const std::exception&) {
-      r["pytorch"] = "unavailable (python3 with torch is needed: bash scripts/setup.sh)";
+      if (!r.contains("pytorch")) r["pytorch"] = "unavailable (python3 with torch is needed: bash scripts/setup.sh)";
     }
   }
   return r;
@@ -290,6 +383,8 @@ double peak_rss_mib() {
 
 /// One scaling point, measured in this (fresh) process so that its peak memory is its own: "sample,side,batch,steps"
 /// or "train,side,batch,steps".
+ddpm::ComputePrecision g_point_precision = ddpm::ComputePrecision::fp32;  // --precision, for --point
+
 nlohmann::json measure_point(const Config& c, const std::string& spec) {
   char kind[16] = {0};
   long long side = 0, batch = 0, steps = 0;
@@ -299,6 +394,7 @@ nlohmann::json measure_point(const Config& c, const std::string& spec) {
   o.image_size = side;
   torch::manual_seed(0);
   auto net = std::make_shared<ddpm::UNet>(o);
+  net->set_compute_precision(g_point_precision);
   nlohmann::json r = {{"kind", kind}, {"side", side}, {"batch", batch}, {"steps", steps},
                       {"gflop_per_image", ddpm::unet_cost(o, side).total_flops() / 1e9}};
   if (std::string(kind) == "sample") {
@@ -365,21 +461,27 @@ void print_scaling(const nlohmann::json& s) {
 }
 
 void print_table(const std::vector<nlohmann::json>& rows) {
-  std::printf("%-14s %8s %9s %11s %9s %9s %-9s %15s %11s %8s %9s\n", "config", "params", "peak GF/s", "train img/s",
-              "train GF/s", "vs torch", "attention", "sample img-st/s", "sample GF/s", "of peak", "vs torch");
+  std::printf("%-14s %-15s %11s %8s %8s %15s %8s %8s %8s\n", "config", "precision", "train img/s", "vs torch",
+              "vs autoc", "sample img-st/s", "of peak", "vs torch", "vs autoc");
   for (const auto& r : rows) {
     auto num = [&](const std::string& k) { return r.contains(k) && r[k].is_number() ? r[k].get<double>() : NAN; };
-    for (const std::string suffix : {"", "_bf16attn"}) {
-      if (suffix.empty())
-        std::printf("%-14s %7.2fM %9.1f %11.1f %10.1f %8.2fx ", r["config"].get<std::string>().c_str(),
-                    r["parameters"].get<double>() / 1e6, num("conv_peak_gflops"), num("train_img_per_s"),
-                    num("train_gflops"), num("train_vs_pytorch"));
-      else
-        std::printf("%-14s %8s %9s %11s %10s %9s ", "", "", "", "", "", "");
-      std::printf("%-9s %15.1f %11.1f %7.0f%% %8.2fx\n", suffix.empty() ? "fp32" : "bf16",
-                  num("sample" + suffix + "_img_steps_per_s"), num("sample" + suffix + "_gflops"),
-                  100 * num("sample" + suffix + "_fraction_of_peak"), num("sample" + suffix + "_vs_pytorch"));
+    struct Row {
+      const char* name;
+      std::string train, sample;
+    };
+    for (const Row& m : {Row{"fp32", "", ""}, Row{"fp32, bf16 attn", "-", "_bf16attn"}, Row{"bf16", "_bf16", "_bf16"},
+                         Row{"bf16, bf16 attn", "-", "_bf16_bf16attn"}}) {
+      const bool tr = m.train != "-";
+      std::printf("%-14s %-15s %11.1f %7.2fx %7.2fx %15.1f %7.0f%% %7.2fx %7.2fx\n",
+                  m.train.empty() ? r["config"].get<std::string>().c_str() : "", m.name,
+                  tr ? num("train" + m.train + "_img_per_s") : NAN, tr ? num("train" + m.train + "_vs_pytorch") : NAN,
+                  tr ? num("train" + m.train + "_vs_autocast") : NAN, num("sample" + m.sample + "_img_steps_per_s"),
+                  100 * num("sample" + m.sample + "_fraction_of_peak"), num("sample" + m.sample + "_vs_pytorch"),
+                  num("sample" + m.sample + "_vs_autocast"));
     }
+    std::printf("%-14s conv peak %.0f GFLOP/s fp32, %.0f bf16; training peak memory %.0f MiB fp32, %.0f bf16\n", "",
+                num("conv_peak_gflops"), num("conv_peak_bf16_gflops"), num("train_peak_rss_mib"),
+                num("train_peak_rss_mib_bf16"));
   }
 }
 
@@ -439,6 +541,7 @@ int main(int argc, char** argv) {
     else if (a == "--profile") profile = next();
     else if (a == "--bf16") bf16 = true;
     else if (a == "--train") train = true;
+    else if (a == "--precision") g_point_precision = ddpm::parse_name<ddpm::ComputePrecision>(next());
     else {
       std::cerr << "usage: bench_unet [--config fashion-mnist|cifar10-ddpm|all] [--iters N] [--threads N] "
                    "[--json FILE] [--no-reference] [--scaling] [--group-norm] [--profile TRACE.json [--bf16 | --train]]\n";
@@ -475,12 +578,14 @@ int main(int argc, char** argv) {
       }
     return 2;
   }
+  const auto host = host_info();
   std::vector<nlohmann::json> rows;
   try {
     for (const auto& c : configs()) {
       if (which != "all" && which != c.name) continue;
       std::cerr << "bench_unet: " << c.name << " ...\n";
       rows.push_back(bench_config(c, iters, threads, reference));
+      rows.back()["host"] = host;
       if (scaling) {
         std::cerr << "bench_unet: scaling of " << c.name << " ...\n";
         rows.back()["scaling"] = bench_scaling(c, threads);
@@ -494,6 +599,11 @@ int main(int argc, char** argv) {
     std::cerr << "bench_unet: unknown config '" << which << "'\n";
     return 2;
   }
+  std::printf("host: %s, %d logical cores, %s; ATen %s; LibTorch %s, oneDNN %s; %s (%s); %d threads\n",
+              host["cpu"].get<std::string>().c_str(), host["logical_cores"].get<int>(), host["isa"].dump().c_str(),
+              host["aten_capability"].get<std::string>().c_str(), host["libtorch"].get<std::string>().c_str(),
+              host["onednn"].get<std::string>().c_str(), host["openblas"].get<std::string>().c_str(),
+              host.value("openblas_core", std::string("-")).c_str(), threads);
   print_table(rows);
   for (const auto& r : rows)
     if (r.contains("scaling")) print_scaling(r["scaling"]);

@@ -22,6 +22,17 @@ CONFIGS = {
 }
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that also runs under CPU autocast on torch 1.13, whose autocast leaves group_norm out and whose
+    kernel refuses a bfloat16 input with float parameters: the parameters follow the input's type (torch 2.x runs this
+    mixed case natively)."""
+
+    def forward(self, x):
+        if x.dtype == self.weight.dtype:
+            return super().forward(x)
+        return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+
+
 def timestep_embedding(t, dim):
     half = dim // 2
     freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
@@ -32,10 +43,10 @@ def timestep_embedding(t, dim):
 class ResBlock(nn.Module):
     def __init__(self, cin, cout, temb, dropout, groups):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, cin, eps=1e-6)
+        self.norm1 = GroupNorm(groups, cin, eps=1e-6)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.temb_proj = nn.Linear(temb, cout)
-        self.norm2 = nn.GroupNorm(groups, cout, eps=1e-6)
+        self.norm2 = GroupNorm(groups, cout, eps=1e-6)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
@@ -50,7 +61,7 @@ class ResBlock(nn.Module):
 class AttnBlock(nn.Module):
     def __init__(self, c, groups):
         super().__init__()
-        self.norm = nn.GroupNorm(groups, c, eps=1e-6)
+        self.norm = GroupNorm(groups, c, eps=1e-6)
         self.q = nn.Conv2d(c, c, 1)
         self.k = nn.Conv2d(c, c, 1)
         self.v = nn.Conv2d(c, c, 1)
@@ -118,7 +129,7 @@ class UNet(nn.Module):
                 lv.upsample = nn.Conv2d(cur, cur, 3, padding=1)
             ups[i] = lv
         self.up = nn.ModuleList(ups)
-        self.norm_out = nn.GroupNorm(groups, cur, eps=1e-6)
+        self.norm_out = GroupNorm(groups, cur, eps=1e-6)
         self.conv_out = nn.Conv2d(cur, in_ch, 3, padding=1)
 
     def forward(self, x, t, y=None):
@@ -173,6 +184,8 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--check", help="a ddpm model file (EMA weights, 'ema.' or bare names): evaluate it on a fixed input")
     p.add_argument("--dump", help="with --check: write the input, t, y and output there as .npy")
+    p.add_argument("--autocast", action="store_true",
+                   help='run forward passes and the loss under torch.autocast("cpu", dtype=torch.bfloat16)')
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -181,7 +194,7 @@ def main():
     net = UNet(in_ch, side, ch, mult, nres, attn, dropout, classes)
     params = sum(q.numel() for q in net.parameters())
     result = {"config": a.config, "parameters": params, "threads": torch.get_num_threads(),
-              "torch": torch.__version__}
+              "torch": torch.__version__, "autocast": a.autocast}
 
     if a.check:
         w = read_safetensors(a.check)
@@ -217,7 +230,8 @@ def main():
         noise = torch.randn_like(x0)
         s = ab[t].view(B, 1, 1, 1)
         xt = s.sqrt() * x0 + (1 - s).sqrt() * noise
-        loss = F.mse_loss(net(xt, t, y), noise)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast):
+            loss = F.mse_loss(net(xt, t, y).float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -241,7 +255,8 @@ def main():
     with torch.inference_mode():
         def sample_step(x, i, j):
             t = torch.full((Bs,), i, dtype=torch.long)
-            eps = net(x, t, ys)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast):
+                eps = net(x, t, ys).float()
             a_t, a_s = ab[i], ab[j] if j >= 0 else torch.tensor(1.0)
             x0_hat = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
             return a_s.sqrt() * x0_hat + (1 - a_s).sqrt() * eps
