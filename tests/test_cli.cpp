@@ -141,6 +141,27 @@ TEST(Cli, Bf16AttentionSamplesTheShippedModelToBfloat16Rounding) {
   EXPECT_LT(rms, 0.015);
 }
 
+TEST(Cli, AutomaticPrecisionReportsItsMeasurementAndSamplesAsTheChosenOne) {
+  // --precision auto times both precisions, says which it kept, and then samples exactly as that explicit choice.
+  const std::string d = dir(), model = std::string(DDPM_SOURCE_DIR) + "/models/fashion-mnist.safetensors";
+  const std::string args = " sample -m " + model + " --sampler ddim --steps 3 -n 2 --class 1 --seed 2 -o ";
+  auto a = run("--precision auto" + args + d + "/auto.npy");
+  ASSERT_EQ(a.code, 0) << a.output;
+  const auto at = a.output.find("precision auto: ");
+  ASSERT_NE(at, std::string::npos) << a.output;
+  const std::string chosen = a.output.substr(at + 16, 4);
+  ASSERT_TRUE(chosen == "fp32" || chosen == "bf16") << a.output;
+  EXPECT_NE(a.output.find("s in bf16, "), std::string::npos) << a.output;
+  auto b = run("--precision " + chosen + args + d + "/explicit.npy");
+  ASSERT_EQ(b.code, 0) << b.output;
+  auto x = ddpm::read_npy(d + "/auto.npy"), y = ddpm::read_npy(d + "/explicit.npy");
+  EXPECT_TRUE(x.equal(y)) << "auto chose " << chosen << " but sampled differently";
+  // A closed-form model has no network to time; a misspelt precision is one line.
+  auto m = run("--precision auto sample -q -m gmm:8gaussians -n 4 --steps 5 --json");
+  EXPECT_EQ(m.code, 0) << m.output;
+  expect_one_line_error("--precision fp16 sample -m gmm:8gaussians", "fp16");
+}
+
 TEST(Cli, CheckpointRefusesContradictingSettings) {
   const std::string d = dir() + "/mismatch";
   auto r = run("train -q --steps 20 --timesteps 100 --schedule cosine" + kTiny + "--out " + d);

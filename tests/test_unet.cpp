@@ -320,3 +320,24 @@ TEST(UNet, Bf16ComputeIsTheFloatNetworkToBfloat16RoundingWithFloatGradients) {
     }
   }
 }
+
+TEST(UNet, AutomaticPrecisionChoosesTheFasterMeasuredOneAndRestoresTheMode) {
+  // Which precision is faster depends on the CPU, so the test checks the bookkeeping: the choice is the smaller of
+  // the two reported times, the network is left in it, its train/eval mode is unchanged, and its output in the chosen
+  // precision is what that precision computes.
+  auto net = perturbed_unet(31);
+  net->train();
+  const auto timing = choose_compute_precision(*net, 2, 1);
+  EXPECT_EQ(timing.batch, 2);
+  ASSERT_GT(timing.fp32_seconds, 0);
+  ASSERT_GT(timing.bf16_seconds, 0);
+  EXPECT_EQ(timing.chosen, timing.bf16_seconds < timing.fp32_seconds ? ComputePrecision::bf16 : ComputePrecision::fp32);
+  EXPECT_EQ(net->compute_precision(), timing.chosen);
+  EXPECT_TRUE(net->is_training());
+  EXPECT_THROW(choose_compute_precision(*net, 0), InvalidArgument);
+  // A network without a bf16 path (the MLP) stays fp32.
+  auto mlp = make_network({{"type", "mlp"}});
+  const auto m = choose_compute_precision(*mlp, 4, 1);
+  EXPECT_EQ(m.chosen, ComputePrecision::fp32);
+  EXPECT_TRUE(std::isnan(m.bf16_seconds));
+}

@@ -65,7 +65,8 @@ void run_train(TrainArgs& a) {
     if (r.device == "cuda") r.device = "cuda:" + std::to_string(env.local_rank);
   }
   parse_device(r.device);
-  r.precision = parse_name<ComputePrecision>(global_options().precision);
+  const bool auto_precision = global_options().precision == "auto";
+  r.precision = auto_precision ? ComputePrecision::fp32 : parse_name<ComputePrecision>(global_options().precision);
   if (a.describe) {
     std::cout << TrainingRun::describe(r).dump() << "\n";
     return;
@@ -76,6 +77,12 @@ void run_train(TrainArgs& a) {
   const bool images = run->data().images;
   const int64_t start = tr.steps_done(), total = tr.config().steps, batch = tr.global_batch();
   const bool show = run->root() && !global_options().quiet;
+  if (auto_precision) {
+    // Measured at the training batch on each process; the EMA copy (for sample grids) follows.
+    const auto timing = choose_compute_precision(*tr.network(), std::min<int64_t>(tr.config().batch, 16));
+    tr.ema_network()->set_compute_precision(timing.chosen);
+    if (run->root()) report_precision_choice(timing);
+  }
   if (show)
     std::cerr << (r.resume_requested ? "resuming at step " + std::to_string(start) + " of " : "training ") << total
               << " steps: " << tr.network()->num_parameters() << " parameters, " << run->data().x.size(0)

@@ -60,8 +60,22 @@ Model open_cli_model(const std::string& spec, const DiffusionFlags& flags) {
   OpenOptions o;
   o.diffusion = flags.overrides();
   o.attention = parse_attention_precision(global_options().attention);
-  o.compute = parse_name<ComputePrecision>(global_options().precision);
-  return open_model(spec, o);
+  const bool automatic = global_options().precision == "auto";
+  o.compute = automatic ? ComputePrecision::fp32 : parse_name<ComputePrecision>(global_options().precision);
+  auto m = open_model(spec, o);
+  if (automatic && m.network) report_precision_choice(choose_compute_precision(*m.network));
+  return m;
+}
+
+void report_precision_choice(const PrecisionTiming& t) {
+  if (global_options().quiet) return;
+  char line[200];
+  if (std::isnan(t.bf16_seconds))
+    std::snprintf(line, sizeof line, "precision auto: fp32 (this network has no bf16 path)");
+  else
+    std::snprintf(line, sizeof line, "precision auto: %s (a forward pass of %lld: %.3f s in bf16, %.3f s in fp32)",
+                  name_of(t.chosen).c_str(), static_cast<long long>(t.batch), t.bf16_seconds, t.fp32_seconds);
+  std::cerr << line << "\n";
 }
 
 at::Device parse_device(const std::string& name) {

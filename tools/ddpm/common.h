@@ -34,7 +34,11 @@ struct DiffusionFlags {
   void apply_training(TrainConfig& t) const;
 };
 
-/// open_model with the diffusion flags and the global --attention-precision and --precision.
+/// One stderr line saying what --precision auto chose and the two timings (nothing with --quiet).
+void report_precision_choice(const PrecisionTiming& timing);
+
+/// open_model with the diffusion flags and the global --attention-precision and --precision (auto: measured on the
+/// opened network, choice reported).
 Model open_cli_model(const std::string& spec, const DiffusionFlags& flags);
 
 /// "cpu" or "cuda" ("cuda:N"); throws InvalidArgument when CUDA is asked for but not available.

@@ -61,8 +61,9 @@ int main(int argc, char** argv) {
   app.add_option("--precision", g.precision,
                  "arithmetic of the network in train, sample and evaluation: fp32 (exact) or bf16 (mixed precision: "
                  "bfloat16 convolutions and activations, float weights, statistics and output; about twice as fast "
-                 "where the CPU has AVX512-BF16 or AMX, slower elsewhere; docs/PERFORMANCE.md)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+                 "where the CPU has AVX512-BF16 or AMX, slower elsewhere; docs/PERFORMANCE.md), or auto (the faster of "
+                 "the two for this network on this machine, by a timed forward pass at start-up)")
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
       ->capture_default_str();
   app.set_version_flag("--version", "ddpm 0.1.0");
   register_train(app);

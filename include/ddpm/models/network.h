@@ -59,6 +59,16 @@ class Network : public torch::nn::Module {
   virtual ComputePrecision compute_precision() const { return ComputePrecision::fp32; }
 };
 
+/// A start-up micro-measurement for `--precision auto`: one forward pass of `batch` random items at t = 500 (no
+/// gradients, eval mode; the mode is restored), best of `repeats` after a warm-up, in fp32 and in bf16. The
+/// network is left in the faster precision. Networks without a bf16 path stay fp32 (bf16_seconds is then NaN).
+struct PrecisionTiming {
+  ComputePrecision chosen = ComputePrecision::fp32;
+  double fp32_seconds = 0, bf16_seconds = 0;
+  int64_t batch = 0;
+};
+PrecisionTiming choose_compute_precision(Network& net, int64_t batch = 8, int repeats = 2);
+
 /// Builds a network from its config(); throws InvalidArgument for an unknown type or bad option.
 std::shared_ptr<Network> make_network(const nlohmann::json& config);
 
