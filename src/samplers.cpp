@@ -205,8 +205,8 @@ at::Tensor repaint_sample(const GaussianDiffusion& diffusion, const Denoiser& mo
                           const at::Tensor& mask_in, const at::Tensor& x_T, at::Generator gen,
                           const RepaintOptions& ro, const SampleOptions& opts) {
   check_start(x_T, "x_T");
-  if (ro.jump < 1) throw InvalidArgument("the RePaint jump length must be at least 1", "jump");
-  if (ro.resample < 1) throw InvalidArgument("the RePaint resamplings must be at least 1", "resample");
+  if (ro.jump < 1) throw InvalidArgument("jump must be at least 1 (the number of steps RePaint goes back in time at once)", "jump");
+  if (ro.resample < 1) throw InvalidArgument("resample must be at least 1 (how often RePaint repeats each jump)", "resample");
   if (!known.defined() || !known.sizes().equals(x_T.sizes()))
     throw InvalidArgument("the known image must have the shape of x_T, " + std::string(c10::str(x_T.sizes())), "image");
   c10::InferenceMode guard;
@@ -242,6 +242,7 @@ at::Tensor repaint_sample(const GaussianDiffusion& diffusion, const Denoiser& mo
       for (int64_t i = top; i >= bottom; --i) {
         auto t = step_t(i, x);
         auto p = diffusion.p_mean_variance(model, x, t, opts.y, opts.clip_denoised);
+        if (opts.mean_guidance) p.mean = p.mean + p.variance * opts.mean_guidance(x, diffusion.model_timesteps(t), opts.y);
         auto unknown = i > 0 ? p.mean + (0.5 * p.log_variance).exp() * noise_like(x, gen) : p.mean;
         x = mask * known_at(i - 1) + (1 - mask) * unknown;
         if (opts.on_step && pass + 1 == passes) opts.on_step(i, x, p.pred_x0);

@@ -27,7 +27,7 @@ inline std::string slurp(const std::string& path) {
 inline int shell(const std::string& cmd) { return std::system((cmd + " > /dev/null 2>&1").c_str()); }
 
 /// A folder with two tiny U-Nets trained for 3 steps on Fashion-MNIST: "cond" (classes, label dropout) and
-/// "uncond", plus files the catalog must leave out.
+/// "uncond", a noisy classifier "guide" for both, plus files the catalog must leave out.
 inline const std::string& models_dir() {
   static const std::string d = [] {
     auto p = fs::temp_directory_path() / ("ddpm_test_serve_" + std::to_string(::getpid()));
@@ -39,6 +39,10 @@ inline const std::string& models_dir() {
     EXPECT_EQ(shell(cli + "--out " + (p / "runs/u").string()), 0);
     fs::copy_file(p / "runs/c/checkpoint.safetensors", p / "cond.safetensors");
     fs::copy_file(p / "runs/u/checkpoint.safetensors", p / "uncond.safetensors");
+    // A noise-aware classifier of the same process (T = 100, 1×32×32) for classifier guidance: "guide".
+    EXPECT_EQ(shell(std::string(DDPM_CLI) + " --threads 1 classifier train -q --noisy --like " + (p / "cond.safetensors").string() +
+                    " --steps 3 --batch 4 --width 8 --channel-mult 1,2 --test '' -o " + (p / "guide.safetensors").string()),
+              0);
     std::ofstream(p / "broken.safetensors") << "not a model";
     fs::copy_file(p / "runs/u/checkpoint.safetensors", p / "bad name!.safetensors");
     return p.string();

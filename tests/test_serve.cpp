@@ -30,6 +30,21 @@ TEST(Serve, Base64MatchesTheRfc4648Vectors) {
   EXPECT_EQ(base64(std::string("\xff\x00\x10", 3)), "/wAQ");
 }
 
+TEST(Serve, Base64DecodesWhatItEncodesAndRefusesTheRest) {
+  std::string bytes;
+  for (int i = 0; i < 300; ++i) bytes += static_cast<char>((i * 37) & 0xff);
+  for (size_t n : {1, 2, 3, 4, 5, 299, 300}) {
+    std::string out;
+    ASSERT_TRUE(base64_decode(base64(bytes.substr(0, n)), out)) << n;
+    EXPECT_EQ(out, bytes.substr(0, n)) << n;
+  }
+  std::string out;
+  EXPECT_TRUE(base64_decode("Zm9vYmE=", out));
+  EXPECT_EQ(out, "fooba");
+  for (const char* bad : {"", "Zg=", "Zm9", "Z===", "Zg==Zg==", "Zm9v\n", "Zm 9", "Zm9-", "=Zm9", "Zm=v"})
+    EXPECT_FALSE(base64_decode(bad, out)) << bad;
+}
+
 TEST(Serve, AnEventIsOneBlockWithOneDataLine) {
   EXPECT_EQ(sse_event("step", {{"step", 3}}, "3"), "event: step\nid: 3\ndata: {\"step\":3}\n\n");
   // A newline inside a value stays escaped: the data line is never split.
@@ -149,6 +164,16 @@ TEST(Catalog, ListsTheModelsOfAFolderAndLeavesOutTheRest) {
   EXPECT_EQ(c->entries()[1].id, "uncond");
   EXPECT_FALSE(c->entries()[1].guidance);
   EXPECT_EQ(c->skipped().size(), 2u);  // broken.safetensors, "bad name!"
+  // The noisy classifier is a classifier, fit for both models (same process, same image size).
+  ASSERT_EQ(c->classifiers().size(), 1u);
+  EXPECT_EQ(c->classifiers()[0].id, "guide");
+  EXPECT_EQ(c->classifiers()[0].num_classes, 10);
+  EXPECT_EQ(c->classifiers()[0].class_names[0], "T-shirt/top");
+  EXPECT_EQ(c->entries()[0].classifiers, std::vector<std::string>{"guide"});
+  EXPECT_EQ(c->entries()[1].classifiers, std::vector<std::string>{"guide"});
+  EXPECT_NE(c->find_classifier("guide"), nullptr);
+  EXPECT_EQ(c->find_classifier("cond"), nullptr);
+  EXPECT_EQ(c->find_classifier("../guide"), nullptr);
   for (const char* id : {"../cond", "/etc/passwd", "%2e%2e%2fcond", "..", ".", "", "co\0nd", "cond/"})
     EXPECT_EQ(c->find(id), nullptr) << id;
   EXPECT_FALSE(valid_model_id(std::string("co\0nd", 5)));
@@ -201,4 +226,100 @@ TEST(Generation, AnEditDrawsTheClosedFormPosteriorOfItsNoisedInput) {
   EXPECT_EQ(max_abs_diff(generate(model, r), generate(model, plain)), 0.0);
   r.strength = 1.5;
   EXPECT_THROW(generate(model, r), InvalidArgument);
+}
+
+namespace {
+
+/// Two Fashion-MNIST test images (28×28, padded to the models' 32×32) and a mask hiding their right halves.
+ModelImages two_test_images() {
+  auto set = load_image_dataset("fashion-mnist:test");
+  set.images = set.images.slice(0, 0, 2);
+  return images_for_model(set, {1, 32, 32}, "test images");
+}
+
+}  // namespace
+
+TEST(Generation, InpaintingEqualsRepaintRunByHand) {
+  auto m = open_model(models_dir() + "/cond.safetensors");
+  auto in = two_test_images();
+  ASSERT_EQ(in.pad_h, 2);
+  auto mask = in.pad_mask(region_mask("right", 28, 28));
+  // The padding is kept, and so is the left half of the image.
+  EXPECT_EQ(mask.sum().item<double>(), 32.0 * 32.0 - 28.0 * 14.0);
+  GenerationRequest r;
+  r.sampler.name = "ddpm";
+  r.sampler.steps = 6;
+  r.edit_from = in.x;
+  r.inpaint_mask = mask;
+  r.repaint = {2, 3};
+  r.klass = 4;
+  r.seed = 11;
+  EXPECT_EQ(r.calls(m.diffusion), 18);
+  auto x = generate(m, r);
+  auto g = test::gen(11);
+  auto x_T = at::randn({2, 1, 32, 32}, g);
+  SampleOptions o;
+  o.clip_denoised = true;
+  o.y = at::full({2}, 4, at::TensorOptions().dtype(at::kLong));
+  auto want = repaint_sample(r.sampler.process(m.diffusion), m.denoiser, in.x, mask, x_T, g, r.repaint, o);
+  EXPECT_EQ(max_abs_diff(x, want), 0.0);
+  // The known part is the input, exactly (the last step puts back x_0 itself).
+  EXPECT_EQ(max_abs_diff(x * mask, in.x * mask), 0.0);
+  // RePaint runs over DDPM's steps and needs images and a mask of their size.
+  auto wrong = r;
+  wrong.sampler.name = "ddim";
+  EXPECT_THROW(validate_generation(m, wrong), InvalidArgument);
+  wrong = r;
+  wrong.inpaint_mask = at::ones({1, 1, 16, 16});
+  EXPECT_THROW(validate_generation(m, wrong), InvalidArgument);
+  wrong = r;
+  wrong.repaint.resample = 0;
+  EXPECT_THROW(validate_generation(m, wrong), InvalidArgument);
+  EXPECT_THROW(region_mask("middle", 28, 28), InvalidArgument);
+}
+
+TEST(Generation, EditAndInpaintCommandsWriteTheSameImages) {
+  // The command a server job names for an edit (`ddpm edit`) or an inpainting (`ddpm inpaint`) repeats it: the
+  // same images (the CLI writes them without the padding), with the classifier and the region.
+  at::set_num_threads(1);
+  auto m = open_model(models_dir() + "/uncond.safetensors");
+  auto in = two_test_images();
+  const std::string dir = models_dir() + "/edit_cli";
+  fs::create_directories(dir);
+  const std::string png = dir + "/input.png";
+  {
+    std::ofstream f(png, std::ios::binary);
+    f << encode_image_png(in.crop(in.x)[0]);
+  }
+  auto c = open_noisy_classifier(models_dir() + "/guide.safetensors", m);
+  GenerationRequest edit;
+  edit.sampler.name = "ddim";
+  edit.sampler.steps = 5;
+  edit.edit_from = in.x.slice(0, 0, 1).repeat({2, 1, 1, 1});
+  edit.strength = 0.6;
+  edit.klass = 3;
+  edit.classifier = c.classifier;
+  edit.classifier_classes = c.num_classes;
+  edit.classifier_scale = 2.0;
+  edit.classifier_spec = models_dir() + "/guide.safetensors";
+  edit.image_spec = png;
+  edit.seed = 5;
+  GenerationRequest inpaint;
+  inpaint.sampler.name = "ddpm";
+  inpaint.sampler.steps = 4;
+  inpaint.edit_from = edit.edit_from;
+  inpaint.inpaint_mask = in.pad_mask(region_mask("top", 28, 28));
+  inpaint.mask_spec = "--region top";
+  inpaint.repaint = {2, 2};
+  inpaint.image_spec = png;
+  inpaint.seed = 6;
+  for (auto* r : {&edit, &inpaint}) {
+    auto x = in.crop(generate(m, *r));
+    const std::string out = dir + (r == &edit ? "/edit" : "/inpaint");
+    const std::string cmd = sample_command(models_dir() + "/uncond.safetensors", *r, 1, out);
+    EXPECT_NE(cmd.find(r == &edit ? " edit " : " inpaint "), std::string::npos) << cmd;
+    ASSERT_EQ(shell("cd " + dir + " && " + std::string(DDPM_CLI) + cmd.substr(4) + " -q"), 0) << cmd;
+    const std::string prefix = out + (r == &edit ? "/edit_" : "/inpaint_");
+    for (int64_t i = 0; i < 2; ++i) EXPECT_EQ(slurp(prefix + std::to_string(i) + ".png"), encode_image_png(x[i])) << cmd;
+  }
 }

@@ -1,5 +1,6 @@
 // The job queue and the API's rules, driven directly: FIFO order and bounds, cancellation, expiry, abandoned jobs;
 // status codes for every kind of bad request, the key, Host and Origin checks, CORS, and the event stream.
+#include "ddpm/data/images.h"
 #include "ddpm/serve/api.h"
 #include "../src/serve/base64.h"
 #include "serve_support.h"
@@ -50,6 +51,7 @@ ServiceOptions small_limits() {
   o.max_batch = 4;
   o.max_steps = 50;
   o.max_calls = 60;
+  o.max_body = 16 * 1024;
   return o;
 }
 
@@ -228,6 +230,105 @@ TEST(Api, BadGenerationRequestsGetTheRightCodeAndField) {
   auto ok = svc.handle(post("/v1/generations", R"({"model":"cond","class":"all","steps":2,"seed":5,"batch":1})"));
   EXPECT_EQ(ok.status, 202) << ok.body;
   EXPECT_EQ(body_of(ok)["seed"], 5);
+}
+
+TEST(Api, ClassifierGuidanceEditsAndInpaintingAreCheckedStrictly) {
+  Service svc(catalog(), small_limits());
+  // A 28×28 grey PNG (padded to the models' 32×32), a 32×32 one, a colour one, and not-quite images.
+  auto png = [](int64_t c, int64_t h, int64_t w) {
+    return "\"data:image/png;base64," + base64(encode_image_png(at::zeros({c, h, w}))) + "\"";
+  };
+  const std::string img = png(1, 28, 28), full = png(1, 32, 32), colour = png(3, 28, 28), small = png(1, 20, 20);
+  const std::string junk = "\"" + base64("not an image at all") + "\"";
+  struct Case {
+    std::string body;
+    int status;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {R"({"model":"uncond","classifier":"guide"})", 400, "class"},
+      {R"({"model":"uncond","classifier":"guide","class":10})", 400, "class"},
+      {R"({"model":"uncond","classifier":"nope","class":1})", 404, "classifier"},
+      {R"({"model":"uncond","classifier":"../guide","class":1})", 404, "classifier"},
+      {R"({"model":"uncond","classifier":"cond","class":1})", 404, "classifier"},
+      {R"({"model":"uncond","classifier":3,"class":1})", 400, "classifier"},
+      {R"({"model":"uncond","classifier_scale":2,"class":1})", 400, "classifier_scale"},
+      {R"({"model":"uncond","classifier":"guide","class":1,"classifier_scale":101})", 400, "classifier_scale"},
+      {R"({"model":"uncond","classifier":"guide","class":1,"classifier_scale":-1})", 400, "classifier_scale"},
+      {R"({"model":"cond","classifier":"guide","class":1,"guidance":2})", 400, "guidance"},
+      {R"({"model":"uncond","classifier":"guide","class":1,"steps":31})", 400, "steps"},  // 62 calls > 60
+      {R"({"model":"cond","strength":0.5})", 400, "strength"},
+      {R"({"model":"cond","region":"right"})", 400, "region"},
+      {R"({"model":"cond","jump":2})", 400, "jump"},
+      {R"({"model":"cond","image":)" + img + R"(,"resample":2})", 400, "resample"},
+      {R"({"model":"cond","image":)" + img + R"(,"strength":1.5})", 400, "strength"},
+      {R"({"model":"cond","image":)" + img + R"(,"class":"all"})", 400, "class"},
+      {R"({"model":"cond","image":"Zm9v"})", 400, "image"},
+      {R"({"model":"cond","image":"data:text/plain,hello"})", 400, "image"},
+      {R"({"model":"cond","image":"%%%%"})", 400, "image"},
+      {R"({"model":"cond","image":)" + junk + "}", 400, "image"},
+      {R"({"model":"cond","image":)" + small + "}", 400, "image"},
+      {R"({"model":"cond","image":7})", 400, "image"},
+      {R"({"model":"cond","image":)" + img + R"(,"region":"middle"})", 400, "region"},
+      {R"({"model":"cond","image":)" + img + R"(,"region":"right","mask":)" + img + "}", 400, "region"},
+      {R"({"model":"cond","image":)" + img + R"(,"mask":)" + full + "}", 400, "mask"},
+      {R"({"model":"cond","image":)" + img + R"(,"region":"right","sampler":"ddim"})", 400, "sampler"},
+      {R"({"model":"cond","image":)" + img + R"(,"region":"right","strength":0.5})", 400, "strength"},
+      {R"({"model":"cond","image":)" + img + R"(,"region":"right","resample":0})", 400, "resample"},
+      {R"({"model":"cond","image":)" + img + R"(,"region":"right","steps":13})", 400, "steps"},  // 65 calls > 60
+  };
+  for (const auto& c : cases) {
+    auto r = svc.handle(post("/v1/generations", c.body));
+    EXPECT_EQ(r.status, c.status) << c.body.substr(0, 200) << " → " << r.body;
+    auto b = body_of(r);
+    ASSERT_TRUE(b.contains("error")) << r.body;
+    EXPECT_EQ(b["error"].value("field", std::string()), c.field) << c.body.substr(0, 200) << " → " << r.body;
+  }
+  // What is accepted, and what the job says of it: images are not echoed back, defaults are filled in.
+  const std::vector<std::string> good = {
+      R"({"model":"uncond","classifier":"guide","class":3,"classifier_scale":2,"steps":3,"seed":1})",
+      R"({"model":"cond","image":)" + img + R"(,"steps":4,"seed":2,"batch":2})",
+      R"({"model":"cond","image":)" + full + R"(,"strength":0.3,"class":1,"steps":4})",
+      R"({"model":"uncond","image":)" + colour + R"(,"region":"centre","steps":3,"jump":1,"resample":2})",
+      R"({"model":"uncond","image":)" + img + R"(,"mask":)" + img + R"(,"steps":3,"resample":1})",
+  };
+  std::vector<std::string> ids;
+  for (const auto& g : good) {
+    auto r = svc.handle(post("/v1/generations", g));
+    ASSERT_EQ(r.status, 202) << g.substr(0, 200) << " → " << r.body;
+    ids.push_back(body_of(r)["id"]);
+  }
+  auto wait_done = [&](const std::string& id) {
+    json j;
+    EXPECT_TRUE(eventually([&] {
+      j = body_of(svc.handle(get("/v1/generations/" + id)));
+      return j["status"] == "done" || j["status"] == "failed";
+    })) << id;
+    return j;
+  };
+  auto guided = wait_done(ids[0]);
+  EXPECT_EQ(guided["status"], "done") << guided.dump();
+  EXPECT_NE(guided["cli"].get<std::string>().find("--classifier "), std::string::npos) << guided["cli"];
+  EXPECT_NE(guided["cli"].get<std::string>().find("--classifier-scale 2"), std::string::npos) << guided["cli"];
+  auto edit = wait_done(ids[1]);
+  EXPECT_EQ(edit["status"], "done") << edit.dump();
+  EXPECT_EQ(edit["params"]["strength"], 0.6);
+  EXPECT_NE(edit["params"]["image"].get<std::string>().find("characters of base64"), std::string::npos);
+  EXPECT_EQ(edit.dump().find("iVBOR"), std::string::npos);  // no PNG in the job's JSON
+  EXPECT_NE(edit["cli"].get<std::string>().find(" edit "), std::string::npos) << edit["cli"];
+  EXPECT_NE(edit["cli"].get<std::string>().find("--images input.png,input.png --strength 0.6"), std::string::npos) << edit["cli"];
+  EXPECT_EQ(wait_done(ids[2])["status"], "done");
+  auto inpaint = wait_done(ids[3]);
+  EXPECT_EQ(inpaint["status"], "done") << inpaint.dump();
+  EXPECT_EQ(inpaint["params"]["sampler"], "ddpm");
+  EXPECT_EQ(inpaint["params"]["jump"], 1);
+  EXPECT_NE(inpaint["cli"].get<std::string>().find(" inpaint "), std::string::npos) << inpaint["cli"];
+  EXPECT_NE(inpaint["cli"].get<std::string>().find("--region centre --jump 1 --resample 2"), std::string::npos) << inpaint["cli"];
+  EXPECT_EQ(wait_done(ids[4])["status"], "done");
+  // The models list their classifiers.
+  auto models = body_of(svc.handle(get("/v1/models")));
+  EXPECT_EQ(models["classifiers"][0]["id"], "guide");
+  EXPECT_EQ(models["models"][0]["classifiers"][0], "guide");
 }
 
 TEST(Api, TransportLevelMistakes) {

@@ -21,7 +21,7 @@ struct SampleOptions {
   /// Draw one noise tensor per step for the first item and use it for the whole batch (DDPM Fig. 8: the reverse
   /// process's noise is fixed across an interpolation).
   bool shared_noise = false;
-  /// DDPM ancestral sampling only: the mean of p(x_{t-1} | x_t) moves by Σ · mean_guidance(x_t, t, y), t the original
+  /// DDPM ancestral sampling and RePaint only: the mean of p(x_{t-1} | x_t) moves by Σ · mean_guidance(x_t, t, y), t the original
   /// timesteps (classifier guidance, Dhariwal & Nichol Algorithm 1: classifier_mean_guidance in guidance.h).
   std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y)> mean_guidance;
 };

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "ddpm/errors.h"
@@ -12,7 +13,8 @@
 #include "ddpm/io/plot.h"
 
 extern "C" {
-unsigned char* stbi_load(const char* filename, int* x, int* y, int* channels, int desired);
+unsigned char* stbi_load_from_memory(const unsigned char* buffer, int len, int* x, int* y, int* channels, int desired);
+int stbi_info_from_memory(const unsigned char* buffer, int len, int* x, int* y, int* comp);
 void stbi_image_free(void* p);
 const char* stbi_failure_reason(void);
 }
@@ -92,40 +94,72 @@ ImageSet read_cifar10_batches(const std::vector<std::string>& files) {
   return s;
 }
 
-ImageSet read_image_files(const std::vector<std::string>& files) {
-  if (files.empty()) throw InvalidArgument("no image files given");
-  int w0 = 0, h0 = 0, c_max = 1;
-  std::vector<std::vector<uint8_t>> pixels;
-  std::vector<int> channels;
-  for (const auto& f : files) {
-    if (!fs::is_regular_file(f)) throw IoError("image not found: '" + f + "'");
-    int w, h, c;
-    unsigned char* p = stbi_load(f.c_str(), &w, &h, &c, 0);
-    if (!p) throw FormatError("cannot decode '" + f + "': " + stbi_failure_reason());
-    if (pixels.empty()) w0 = w, h0 = h;
-    if (w != w0 || h != h0) {
-      stbi_image_free(p);
-      throw FormatError("'" + f + "' is " + std::to_string(w) + "×" + std::to_string(h) + ", but the first image is " +
-                        std::to_string(w0) + "×" + std::to_string(h0) + " (all images must have one size)");
-    }
-    pixels.emplace_back(p, p + static_cast<size_t>(w) * h * c);
-    channels.push_back(c);
-    c_max = std::max(c_max, c >= 3 ? 3 : 1);
-    stbi_image_free(p);
+namespace {
+
+struct Decoded {
+  int w = 0, h = 0, c = 0;
+  std::vector<uint8_t> pixels;
+};
+
+/// One encoded PNG/JPEG/BMP; the size is read from the header and checked before any pixel is decoded.
+Decoded decode_one(const std::string& bytes, const std::string& name) {
+  if (bytes.empty()) throw FormatError("'" + name + "' is empty, not an image");
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw FormatError("'" + name + "' is too large to be an image");
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
+  Decoded d;
+  if (!stbi_info_from_memory(data, len, &d.w, &d.h, &d.c))
+    throw FormatError("cannot decode '" + name + "': " + stbi_failure_reason() + " (give a PNG, JPEG or BMP image)");
+  if (d.w < 1 || d.h < 1 || d.w > kMaxImageSide || d.h > kMaxImageSide)
+    throw FormatError("'" + name + "' is " + std::to_string(d.w) + "×" + std::to_string(d.h) + "; images may have at most " +
+                      std::to_string(kMaxImageSide) + " pixels a side");
+  unsigned char* p = stbi_load_from_memory(data, len, &d.w, &d.h, &d.c, 0);
+  if (!p) throw FormatError("cannot decode '" + name + "': " + stbi_failure_reason());
+  d.pixels.assign(p, p + static_cast<size_t>(d.w) * d.h * d.c);
+  stbi_image_free(p);
+  return d;
+}
+
+/// Decoded images of one size into [N, C, H, W]: grey stays 1 channel only if every image is grey; alpha is dropped.
+ImageSet stack_decoded(const std::vector<Decoded>& images, const std::vector<std::string>& names) {
+  int c_max = 1;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const auto& d = images[i];
+    if (d.w != images[0].w || d.h != images[0].h)
+      throw FormatError("'" + names[i] + "' is " + std::to_string(d.w) + "×" + std::to_string(d.h) + ", but the first image is " +
+                        std::to_string(images[0].w) + "×" + std::to_string(images[0].h) + " (all images must have one size)");
+    c_max = std::max(c_max, d.c >= 3 ? 3 : 1);
   }
-  const int64_t N = static_cast<int64_t>(files.size()), C = c_max;
+  const int64_t N = static_cast<int64_t>(images.size()), C = c_max, h0 = images[0].h, w0 = images[0].w;
   ImageSet s;
   s.images = at::empty({N, C, h0, w0}, at::TensorOptions().dtype(at::kByte));
   auto out = s.images.accessor<uint8_t, 4>();
   for (int64_t i = 0; i < N; ++i) {
-    const int c = channels[i];
+    const int c = images[i].c;
     for (int64_t y = 0; y < h0; ++y)
       for (int64_t x = 0; x < w0; ++x) {
-        const uint8_t* px = &pixels[i][(static_cast<size_t>(y) * w0 + x) * c];
+        const uint8_t* px = &images[i].pixels[(static_cast<size_t>(y) * w0 + x) * c];
         for (int64_t ch = 0; ch < C; ++ch) out[i][ch][y][x] = c >= 3 ? px[ch] : px[0];  // grey (+alpha) → copies
       }
   }
   return s;
+}
+
+}  // namespace
+
+ImageSet read_image_files(const std::vector<std::string>& files) {
+  if (files.empty()) throw InvalidArgument("no image files given");
+  std::vector<Decoded> images;
+  for (const auto& f : files) {
+    if (!fs::is_regular_file(f)) throw IoError("image not found: '" + f + "'");
+    images.push_back(decode_one(read_file(f), f));
+  }
+  return stack_decoded(images, files);
+}
+
+ImageSet decode_image(const std::string& bytes, const std::string& name) {
+  return stack_decoded({decode_one(bytes, name)}, {name});
 }
 
 ImageSet read_image_folder(const std::string& dir) {
@@ -238,6 +272,57 @@ at::Tensor to_bytes(const at::Tensor& images) {
 }
 
 }  // namespace
+
+at::Tensor ModelImages::crop(const at::Tensor& y) const {
+  return y.slice(2, pad_h, y.size(2) - pad_h).slice(3, pad_w, y.size(3) - pad_w);
+}
+
+at::Tensor ModelImages::pad_mask(const at::Tensor& inner) const {
+  auto mask = at::ones({inner.size(0), 1, x.size(2), x.size(3)});
+  mask.narrow(2, pad_h, inner.size(2)).narrow(3, pad_w, inner.size(3)).copy_(inner);
+  return mask;
+}
+
+ModelImages images_for_model(const ImageSet& set, const std::vector<int64_t>& item_shape, const std::string& source) {
+  if (item_shape.size() != 3) throw InvalidArgument("this model does not make images", "image");
+  const int64_t C = item_shape[0], H = item_shape[1], W = item_shape[2];
+  at::Tensor images = set.images;
+  if (images.size(1) == 1 && C == 3) images = images.expand({images.size(0), 3, images.size(2), images.size(3)});
+  if (images.size(1) == 3 && C == 1) images = images.to(at::kFloat).mean(1, true).round().to(at::kByte);
+  const int64_t h0 = images.size(2), w0 = images.size(3);
+  if (images.size(1) != C || h0 > H || w0 > W || (H - h0) % 2 || (W - w0) % 2 || (h0 != H && padded_side(h0) != H) ||
+      (w0 != W && padded_side(w0) != W))
+    throw InvalidArgument("the images of " + source + " are " + std::to_string(set.images.size(1)) + "×" +
+                              std::to_string(h0) + "×" + std::to_string(w0) + " (C×H×W); the model takes " +
+                              std::to_string(C) + "×" + std::to_string(H) + "×" + std::to_string(W),
+                          "image");
+  ModelImages b;
+  b.x = to_model_range(images, H);
+  b.labels = set.labels;
+  b.pad_h = (H - h0) / 2;
+  b.pad_w = (W - w0) / 2;
+  return b;
+}
+
+at::Tensor region_mask(const std::string& region, int64_t H, int64_t W) {
+  auto m = at::ones({1, 1, H, W});
+  if (region == "right") m.narrow(3, W / 2, W - W / 2).zero_();
+  else if (region == "left") m.narrow(3, 0, W / 2).zero_();
+  else if (region == "top") m.narrow(2, 0, H / 2).zero_();
+  else if (region == "bottom") m.narrow(2, H / 2, H - H / 2).zero_();
+  else if (region == "centre" || region == "center") m.narrow(2, H / 4, H / 2).narrow(3, W / 4, W / 2).zero_();
+  else throw InvalidArgument("unknown region '" + region + "' (right, left, top, bottom, centre; or give a mask image)", "region");
+  return m;
+}
+
+at::Tensor mask_from_image(const ImageSet& mask, int64_t H, int64_t W, const std::string& source) {
+  const auto& m = mask.images;
+  if (m.size(2) != H || m.size(3) != W)
+    throw InvalidArgument("the mask " + source + " is " + std::to_string(m.size(3)) + "×" + std::to_string(m.size(2)) +
+                              "; the images are " + std::to_string(W) + "×" + std::to_string(H),
+                          "mask");
+  return (m.narrow(0, 0, 1).to(at::kFloat).mean(1, true) > 127.5).to(at::kFloat);
+}
 
 std::vector<std::string> known_class_names(const std::string& spec) {
   if (spec.rfind("fashion-mnist", 0) == 0)

@@ -187,7 +187,9 @@ HttpResponse Service::route(const HttpRequest& r) {
     method("GET");
     json models = json::array();
     for (const auto& e : catalog_->entries()) models.push_back(e.to_json());
-    return json_response(200, {{"models", models}});
+    json classifiers = json::array();
+    for (const auto& k : catalog_->classifiers()) classifiers.push_back(k.to_json());
+    return json_response(200, {{"models", models}, {"classifiers", classifiers}});
   }
   if (p == "/v1/capabilities") {
     method("GET");
@@ -208,6 +210,10 @@ HttpResponse Service::route(const HttpRequest& r) {
                                  {"max_streams", options_.max_streams},
                                  {"max_body", options_.max_body},
                                  {"guidance", {0, 20}},
+                                 {"classifier_scale", {0, 100}},
+                                 {"strength", {0, 1}},
+                                 {"resample", {1, 100}},
+                                 {"jump", {1, 1000}},
                                  {"eta", {0, 10}}}},
                                {"threads", options_.threads},
                                {"api_key", !options_.api_key.empty()}});

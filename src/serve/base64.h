@@ -1,6 +1,7 @@
 // Base64 (RFC 4648, with padding) for PNG data URLs.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace ddpm::serve {
@@ -30,6 +31,36 @@ inline std::string base64(const std::string& in) {
     out += '=';
   }
   return out;
+}
+
+/// Strict base64 (RFC 4648 alphabet, length a multiple of 4, '=' padding only at the end) into `out`; false for
+/// anything else.
+inline bool base64_decode(const std::string& in, std::string& out) {
+  if (in.empty() || in.size() % 4 != 0) return false;
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  out.clear();
+  out.reserve(in.size() / 4 * 3);
+  for (size_t i = 0; i < in.size(); i += 4) {
+    const bool last = i + 4 == in.size();
+    const int pad = last ? (in[i + 3] == '=') + (in[i + 3] == '=' && in[i + 2] == '=') : 0;
+    uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int d = k >= 4 - pad ? 0 : value(in[i + k]);
+      if (d < 0) return false;
+      v = (v << 6) | static_cast<uint32_t>(d);
+    }
+    out += static_cast<char>(v >> 16);
+    if (pad < 2) out += static_cast<char>((v >> 8) & 0xff);
+    if (pad < 1) out += static_cast<char>(v & 0xff);
+  }
+  return true;
 }
 
 /// "data:image/png;base64,..." or "" for no image.

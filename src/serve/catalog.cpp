@@ -1,10 +1,12 @@
 #include "ddpm/serve/catalog.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
+#include "ddpm/store/classifier.h"
 
 namespace ddpm::serve {
 
@@ -20,7 +22,20 @@ bool valid_model_id(const std::string& id) {
 nlohmann::json ModelEntry::to_json() const {
   return {{"id", id},           {"item_shape", item_shape}, {"num_classes", num_classes},
           {"class_names", class_names}, {"timesteps", timesteps}, {"guidance", guidance},
-          {"step", step},       {"description", description}};
+          {"step", step},       {"description", description}, {"classifiers", classifiers}};
+}
+
+nlohmann::json ClassifierEntry::to_json() const {
+  return {{"id", id}, {"item_shape", item_shape}, {"num_classes", num_classes}, {"class_names", class_names}};
+}
+
+bool ClassifierEntry::fits(const ModelEntry& m) const {
+  if (m.item_shape != item_shape) return false;
+  const auto theirs = m.diffusion.alphas_cumprod();
+  if (theirs.size() != alphas_cumprod.size()) return false;
+  for (size_t i = 0; i < theirs.size(); ++i)
+    if (std::abs(theirs[i] - alphas_cumprod[i]) > 1e-9 * (1 + theirs[i])) return false;
+  return true;
 }
 
 std::shared_ptr<Catalog> Catalog::scan(const std::string& dir, size_t cache_size) {
@@ -71,10 +86,43 @@ std::shared_ptr<Catalog> Catalog::scan(const std::string& dir, size_t cache_size
       e.description = std::to_string(m.network ? m.network->num_parameters() : 0) + " parameters";
       c->entries_.push_back(std::move(e));
     } catch (const std::exception& ex) {
-      c->skipped_.push_back({f.filename().string(), ex.what()});
+      std::string why = ex.what();
+      if (f.extension() == ".safetensors") {
+        try {
+          auto loaded = load_noisy_classifier(path);
+          ClassifierEntry k;
+          k.id = id;
+          k.path = path;
+          k.item_shape = loaded.net->options().item_shape();
+          k.num_classes = loaded.net->options().num_classes;
+          k.alphas_cumprod = loaded.diffusion.alphas_cumprod();
+          if (loaded.meta.contains("data") && loaded.meta["data"].is_string())
+            k.class_names = known_class_names(loaded.meta["data"].get<std::string>());
+          if (static_cast<int64_t>(k.class_names.size()) != k.num_classes) {
+            k.class_names.clear();
+            for (int64_t j = 0; j < k.num_classes; ++j) k.class_names.push_back("class " + std::to_string(j));
+          }
+          k.classifier = as_noisy_classifier(loaded.net);
+          c->classifiers_.push_back(std::move(k));
+          continue;
+        } catch (const std::exception&) {
+          // neither a model nor a noisy classifier: the model's reason is the one to show
+        }
+      }
+      c->skipped_.push_back({f.filename().string(), why});
     }
   }
+  for (auto& e : c->entries_)
+    for (const auto& k : c->classifiers_)
+      if (k.fits(e)) e.classifiers.push_back(k.id);
   return c;
+}
+
+const ClassifierEntry* Catalog::find_classifier(const std::string& id) const {
+  if (!valid_model_id(id)) return nullptr;
+  for (const auto& k : classifiers_)
+    if (k.id == id) return &k;
+  return nullptr;
 }
 
 const ModelEntry* Catalog::find(const std::string& id) const {

@@ -31,6 +31,14 @@ int64_t GenerationRequest::count(const Model& model) const {
   return per_class ? num * (classifier ? classifier_classes : model.num_classes) : num;
 }
 
+int64_t GenerationRequest::calls(const DiffusionConfig& diffusion) const {
+  const int64_t steps = sampler.steps_for(diffusion);
+  if (inpaint_mask.defined()) return steps * std::max<int64_t>(1, repaint.resample);
+  if (edit_from.defined() && strength < 1.0)
+    return static_cast<int64_t>(std::ceil(strength * static_cast<double>(steps))) + 1;
+  return sampler.model_calls(diffusion);
+}
+
 void validate_generation(const Model& model, const GenerationRequest& r) {
   r.sampler.validate();
   if (r.num < 1) throw InvalidArgument("the number of samples must be at least 1 (got " + std::to_string(r.num) + ")", "num");
@@ -61,6 +69,21 @@ void validate_generation(const Model& model, const GenerationRequest& r) {
       throw InvalidArgument("the images to edit have shape " + std::string(c10::str(r.edit_from.sizes())) +
                                 "; the model needs " + std::string(c10::str(at::IntArrayRef(want))),
                             "image");
+  }
+  if (r.inpaint_mask.defined()) {
+    if (!r.edit_from.defined()) throw InvalidArgument("inpainting needs the images to fill in", "image");
+    if (r.sampler.name != "ddpm")
+      throw InvalidArgument("inpainting runs RePaint over DDPM's steps: use the ddpm sampler (got '" + r.sampler.name + "')", "sampler");
+    if (r.strength != 1.0) throw InvalidArgument("inpainting regenerates the masked part at every step: give no strength", "strength");
+    if (r.repaint.jump < 1) throw InvalidArgument("jump must be at least 1 (the number of steps RePaint goes back in time at once)", "jump");
+    if (r.repaint.resample < 1) throw InvalidArgument("resample must be at least 1 (how often RePaint repeats each jump)", "resample");
+    const auto& m = r.inpaint_mask;
+    const auto& e = r.edit_from;
+    if (m.dim() != 4 || m.size(1) != 1 || (m.size(0) != 1 && m.size(0) != e.size(0)) || m.size(2) != e.size(2) ||
+        m.size(3) != e.size(3))
+      throw InvalidArgument("the mask has shape " + std::string(c10::str(m.sizes())) + "; it needs [1 or N, 1, " +
+                                std::to_string(e.size(2)) + ", " + std::to_string(e.size(3)) + "]",
+                            "mask");
   }
   if (r.x_T.defined()) {
     std::vector<int64_t> want = model.batch_shape(r.x_T.size(0));
@@ -114,7 +137,7 @@ at::Tensor generate(const Model& model, const GenerationRequest& r, const Genera
   auto kept = r.sampler.timesteps(model.diffusion);
   auto process = r.sampler.process(model.diffusion);
   const int64_t T = model.diffusion.timesteps;
-  if (r.edit_from.defined() && r.strength < 1.0) {
+  if (r.edit_from.defined() && r.strength < 1.0 && !r.inpaint_mask.defined()) {
     if (r.strength == 0.0) return r.edit_from.to(at::kFloat).clone();
     // x_T drawn above is the noise of q_sample: the same seed gives the same noise at every strength.
     const int64_t t0 = std::clamp<int64_t>(std::llround(r.strength * static_cast<double>(T)) - 1, 0, T - 1);
@@ -131,27 +154,43 @@ at::Tensor generate(const Model& model, const GenerationRequest& r, const Genera
   }
   opts.progress = cb.progress;
   if (cb.cancel && cb.cancel->load()) throw Cancelled("cancelled");
+  if (r.inpaint_mask.defined())
+    return repaint_sample(process, denoiser, r.edit_from.to(at::kFloat), r.inpaint_mask.to(at::kFloat), x_T, gen, r.repaint, opts);
   return run_sampler(r.sampler, process, denoiser, x_T, gen, opts);
 }
 
 std::string sample_command(const std::string& model_path, const GenerationRequest& r, int threads,
                            const std::string& png_dir) {
-  std::string c = "ddpm --threads " + std::to_string(threads) + " sample -m " + shell_word(model_path) +
-                  " --sampler " + shell_word(r.sampler.name);
+  const bool inpaint = r.inpaint_mask.defined(), edit = r.edit_from.defined() && !inpaint;
+  std::string c = "ddpm --threads " + std::to_string(threads) + (inpaint ? " inpaint" : edit ? " edit" : " sample") +
+                  " -m " + shell_word(model_path);
+  if (!inpaint) c += " --sampler " + shell_word(r.sampler.name);
   if (r.sampler.steps) c += " --steps " + std::to_string(*r.sampler.steps);
-  if (!r.sampler.spacing.empty()) c += " --spacing " + shell_word(r.sampler.spacing);
+  if (!inpaint && !r.sampler.spacing.empty()) c += " --spacing " + shell_word(r.sampler.spacing);
   if (r.sampler.name == "ddim") c += " --eta " + number(r.sampler.eta);
   if (r.sampler.name == "dpm++" && r.sampler.order != 2) c += " --order " + std::to_string(r.sampler.order);
   if (r.sampler.name == "langevin") {
     c += " --langevin-steps " + std::to_string(r.sampler.langevin.steps_per_level) + " --langevin-scale " +
          number(r.sampler.langevin.step_scale);
   }
+  if (edit || inpaint) {
+    std::string files;
+    for (int64_t i = 0; i < r.edit_from.size(0); ++i) files += (i ? "," : "") + r.image_spec;
+    c += " --images " + shell_word(files);
+  }
+  if (edit) c += " --strength " + number(r.strength);
+  if (inpaint) {
+    c += " " + r.mask_spec + " --jump " + std::to_string(r.repaint.jump) + " --resample " + std::to_string(r.repaint.resample);
+  }
   if (r.per_class) c += " --per-class";
   if (r.klass) c += " --class " + std::to_string(*r.klass);
   if (r.guidance != 0.0) c += " --guidance " + number(r.guidance);
   if (r.classifier) c += " --classifier " + shell_word(r.classifier_spec) + " --classifier-scale " + number(r.classifier_scale);
-  if (r.clip) c += *r.clip ? " --clip" : " --no-clip";
-  c += " -n " + std::to_string(r.num) + " --seed " + std::to_string(r.seed) + " --png-dir " + shell_word(png_dir);
+  if (!edit && !inpaint) {
+    if (r.clip) c += *r.clip ? " --clip" : " --no-clip";
+    c += " -n " + std::to_string(r.num);
+  }
+  c += " --seed " + std::to_string(r.seed) + " --png-dir " + shell_word(png_dir);
   return c;
 }
 

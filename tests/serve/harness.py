@@ -14,8 +14,9 @@ SHIPPED = os.environ.get("DDPM_MODELS", "models")
 
 
 def make_models(root):
-    """A models folder: two tiny U-Nets trained for 3 steps ('cond' with classes, 'uncond') and the shipped
-    Fashion-MNIST model ('fashion-mnist'), whose steps take long enough to watch and to cancel."""
+    """A models folder: two tiny U-Nets trained for 3 steps ('cond' with classes, 'uncond'), a noisy classifier
+    for both ('guide') and the shipped Fashion-MNIST model ('fashion-mnist'), whose steps take long enough to watch
+    and to cancel."""
     net = ["--data", "fashion-mnist", "--data-size", "64", "--steps", "3", "--batch", "4", "--sample-every", "0",
            "--channels", "8", "--channel-mult", "1,2", "--attention", "16", "--res-blocks", "1", "--groups", "4",
            "--timesteps", "100"]
@@ -25,6 +26,10 @@ def make_models(root):
         run = os.path.join(root, "runs", name)
         subprocess.run([CLI, "--threads", "1", "train", "-q", *net, *extra, "--out", run], check=True)
         shutil.copy(os.path.join(run, "checkpoint.safetensors"), os.path.join(models, name + ".safetensors"))
+    # A noise-aware classifier of the tiny models' process, for classifier guidance ('guide').
+    subprocess.run([CLI, "--threads", "1", "classifier", "train", "-q", "--noisy", "--like",
+                    os.path.join(models, "cond.safetensors"), "--steps", "3", "--batch", "4", "--width", "8",
+                    "--channel-mult", "1,2", "--test", "", "-o", os.path.join(models, "guide.safetensors")], check=True)
     shutil.copy(os.path.join(SHIPPED, "fashion-mnist.safetensors"), models)
     return models
 

@@ -209,6 +209,48 @@ class Page(unittest.TestCase):
         self.assertIn("left", body["message"])
         self.assertEqual(self.b.errors(), [])
 
+    def test_4_inpaint_an_uploaded_image_with_classifier_guidance(self):
+        # A 28×28 grey PNG (a bright square on black) chosen in the file input as a user would.
+        path = os.path.join(self.root, "upload.png")
+        rows = b"".join(b"\0" + bytes(200 if 6 <= x < 22 and 6 <= y < 22 else 0 for x in range(28)) for y in range(28))
+        chunk = lambda kind, data: (len(data).to_bytes(4, "big") + kind + data +
+                                    zlib.crc32(kind + data).to_bytes(4, "big"))
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", (28).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])) +
+                    chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+        self.open("model=uncond&classifier=guide&classifier_scale=3&mode=inpaint&region=left&resample=2&steps=5&seed=4&batch=2")
+        self.assertFalse(self.b.evaluate("document.getElementById('classifier-label').hidden"))
+        self.assertTrue(self.b.evaluate("document.getElementById('sampler').disabled"))  # RePaint runs DDPM
+        self.assertEqual(self.b.evaluate("document.getElementById('class').options.length"), 10)
+        self.b.evaluate("document.getElementById('class').value = '7'")
+        root = self.b.call("DOM.getDocument", session=True)["root"]["nodeId"]
+        node = self.b.call("DOM.querySelector", session=True, nodeId=root, selector="#image")["nodeId"]
+        self.b.call("DOM.setFileInputFiles", session=True, nodeId=node, files=[path])
+        self.wait_for("!document.getElementById('input-section').hidden")
+        self.assertEqual(self.b.evaluate("document.getElementById('input-canvas').width"), 32)
+        self.b.evaluate("document.getElementById('generate').click()")
+        self.wait_for("['done', 'error', 'cancelled'].includes(document.body.dataset.state)", timeout=120)
+        self.assertEqual(self.b.evaluate("document.body.dataset.state"), "done",
+                         self.b.evaluate("document.getElementById('status').textContent"))
+        cli = self.b.evaluate("document.getElementById('cli').textContent")
+        for part in (" inpaint ", "--region left --jump 10 --resample 2", "--class 7", "--classifier-scale 3", "--seed 4"):
+            self.assertIn(part, cli)
+        job = self.b.evaluate("document.body.dataset.job")
+        status, body = self.s.json("GET", "/v1/generations/" + job)
+        self.assertEqual(body["params"]["classifier"], "guide")
+        self.assertEqual(self.b.errors(), [])
+        # The same picture redrawn with SDEdit.
+        self.b.evaluate("document.getElementById('mode').value = 'edit'; document.getElementById('mode').dispatchEvent(new Event('change'))")
+        self.assertFalse(self.b.evaluate("document.getElementById('sampler').disabled"))
+        self.b.evaluate("document.getElementById('sampler').value = 'ddim'; document.getElementById('steps').value = '8'")
+        self.b.evaluate("document.getElementById('generate').click()")
+        self.wait_for("['done', 'error', 'cancelled'].includes(document.body.dataset.state) && "
+                      "document.body.dataset.job !== '%s'" % job, timeout=120)
+        self.assertEqual(self.b.evaluate("document.body.dataset.state"), "done",
+                         self.b.evaluate("document.getElementById('status').textContent"))
+        self.assertIn(" edit ", self.b.evaluate("document.getElementById('cli').textContent"))
+        self.assertEqual(self.b.errors(), [])
+
 
 if __name__ == "__main__":
     if CHROMIUM is None:

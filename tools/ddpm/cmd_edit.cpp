@@ -8,6 +8,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/io/file.h"
 #include "ddpm/serve/generation.h"
+#include "ddpm/store/model.h"
 
 namespace ddpm::cli {
 namespace {
@@ -15,7 +16,8 @@ namespace {
 struct EditArgs {
   std::string model, images, data = "fashion-mnist:test", index, out = "edit.png", png_dir;
   SamplerSpec sampler;
-  double strength = 0.6, guidance = 0.0;
+  double strength = 0.6, guidance = 0.0, classifier_scale = 1.0;
+  std::string classifier;
   std::vector<double> sweep;
   std::optional<int64_t> klass;
   int64_t num = 8;
@@ -36,6 +38,7 @@ void run_edit(EditArgs& a) {
   req.seed = a.seed;
   req.edit_from = in.x;
   if (a.guidance != 0.0 && !a.klass) throw InvalidArgument("--guidance needs --class K");
+  attach_classifier(req, a.classifier, a.classifier_scale, h);
   int64_t total = 0;
   for (double s : strengths) {
     req.strength = s;
@@ -84,6 +87,8 @@ void register_edit(CLI::App& app) {
   add_input_image_flags(c, a->images, a->data, a->index, a->num);
   c->add_option("--class", a->klass, "denoise towards this class");
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
+  c->add_option("--classifier", a->classifier, "denoise towards --class with classifier guidance: a file of `ddpm classifier train --noisy`");
+  c->add_option("--classifier-scale", a->classifier_scale, "classifier guidance scale s")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of the added noise and the sampler's")->capture_default_str();
   c->add_option("--out,-o", a->out, "PNG grid: the inputs, then the edits")->capture_default_str();
   c->add_option("--png-dir", a->png_dir, "also write each edited image as its own PNG into this folder");

@@ -7,7 +7,8 @@
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
 #include "ddpm/io/file.h"
-#include "ddpm/sampler_registry.h"
+#include "ddpm/serve/generation.h"
+#include "ddpm/store/model.h"
 
 namespace ddpm::cli {
 namespace {
@@ -17,28 +18,16 @@ struct InpaintArgs {
   int64_t steps = 0, num = 8;  // steps 0: min(250, T)
   RepaintOptions repaint{10, 10};
   std::optional<int64_t> klass;
-  double guidance = 0.0;
+  double guidance = 0.0, classifier_scale = 1.0;
+  std::string classifier;
   uint64_t seed = 0;
   DiffusionFlags diffusion;
 };
 
 /// 1 = keep, 0 = fill in, [1, 1, H, W] over the unpadded image (the padding is always kept).
 at::Tensor make_mask(const InpaintArgs& a, int64_t H, int64_t W) {
-  if (!a.mask.empty()) {
-    auto m = read_image_files({a.mask}).images;  // [1, C, h, w] uint8
-    if (m.size(2) != H || m.size(3) != W)
-      throw InvalidArgument("the mask '" + a.mask + "' is " + std::to_string(m.size(3)) + "×" + std::to_string(m.size(2)) +
-                            "; the images are " + std::to_string(W) + "×" + std::to_string(H));
-    return (m.to(at::kFloat).mean(1, true) > 127.5).to(at::kFloat);
-  }
-  auto m = at::ones({1, 1, H, W});
-  if (a.region == "right") m.narrow(3, W / 2, W - W / 2).zero_();
-  else if (a.region == "left") m.narrow(3, 0, W / 2).zero_();
-  else if (a.region == "top") m.narrow(2, 0, H / 2).zero_();
-  else if (a.region == "bottom") m.narrow(2, H / 2, H - H / 2).zero_();
-  else if (a.region == "centre" || a.region == "center") m.narrow(2, H / 4, H / 2).narrow(3, W / 4, W / 2).zero_();
-  else throw InvalidArgument("unknown --region '" + a.region + "' (right, left, top, bottom, centre; or give --mask FILE.png)");
-  return m;
+  if (!a.mask.empty()) return mask_from_image(read_image_files({a.mask}), H, W, "'" + a.mask + "'");
+  return region_mask(a.region, H, W);
 }
 
 void run_inpaint(InpaintArgs& a) {
@@ -46,27 +35,28 @@ void run_inpaint(InpaintArgs& a) {
   auto h = open_cli_model(a.model, a.diffusion);
   auto in = load_input_images(h, a.images, a.data, a.index, a.num);
   const int64_t H = in.x.size(2) - 2 * in.pad_h, W = in.x.size(3) - 2 * in.pad_w;
-  auto inner = make_mask(a, H, W);
-  auto mask = at::ones({1, 1, in.x.size(2), in.x.size(3)});
-  mask.narrow(2, in.pad_h, H).narrow(3, in.pad_w, W).copy_(inner);
+  auto mask = in.pad_mask(make_mask(a, H, W));
   if (a.steps == 0) a.steps = std::min<int64_t>(250, h.diffusion.timesteps);
   if (a.steps < 1 || a.steps > h.diffusion.timesteps)
     throw InvalidArgument("--steps must be 1.." + std::to_string(h.diffusion.timesteps));
-  auto d = h.diffusion.respaced(a.steps, "ddim");
-  Denoiser model = h.denoiser;
-  SampleOptions o;
-  o.clip_denoised = true;
-  if (a.klass) o.y = h.labels(in.size(), a.klass);
-  if (a.guidance != 0.0) {
-    if (!a.klass) throw InvalidArgument("--guidance needs --class K");
-    model = h.guided(a.guidance);
-  }
-  auto gen = compat::make_cpu_generator(a.seed);
-  auto x_T = at::randn(in.x.sizes(), gen);
-  const int64_t calls = a.steps * a.repaint.resample;
-  Progress bar("inpaint (RePaint j " + std::to_string(a.repaint.jump) + ", r " + std::to_string(a.repaint.resample) + ")", calls);
-  o.progress = [&](int64_t k, int64_t) { bar.update(k); };
-  auto x = repaint_sample(d, model, in.x, mask, x_T, gen, a.repaint, o);
+  if (a.guidance != 0.0 && !a.klass) throw InvalidArgument("--guidance needs --class K");
+  GenerationRequest req;
+  req.sampler.name = "ddpm";
+  req.sampler.steps = a.steps;
+  req.klass = a.klass;
+  req.guidance = a.guidance;
+  req.seed = a.seed;
+  req.clip = true;
+  req.edit_from = in.x;
+  req.inpaint_mask = mask;
+  req.repaint = a.repaint;
+  attach_classifier(req, a.classifier, a.classifier_scale, h);
+  validate_generation(h, req);
+  Progress bar("inpaint (RePaint j " + std::to_string(a.repaint.jump) + ", r " + std::to_string(a.repaint.resample) + ")",
+               req.calls(h.diffusion));
+  GenerationCallbacks cb;
+  cb.progress = [&](int64_t k, int64_t) { bar.update(k); };
+  auto x = generate(h, req, cb);
   bar.finish();
   // Rows: the inputs, what the model saw (the hidden part grey), the result.
   auto shown = in.x * mask + (1 - mask) * 0.0;
@@ -93,6 +83,8 @@ void register_inpaint(CLI::App& app) {
   add_input_image_flags(c, a->images, a->data, a->index, a->num);
   c->add_option("--class", a->klass, "fill in towards this class");
   c->add_option("--guidance,-w", a->guidance, "classifier-free guidance weight w (needs --class)")->capture_default_str();
+  c->add_option("--classifier", a->classifier, "fill in towards --class with classifier guidance: a file of `ddpm classifier train --noisy`");
+  c->add_option("--classifier-scale", a->classifier_scale, "classifier guidance scale s")->capture_default_str();
   c->add_option("--seed", a->seed, "seed of the sampler's noise")->capture_default_str();
   c->add_option("--out,-o", a->out, "PNG grid: inputs, known parts, results")->capture_default_str();
   c->add_option("--png-dir", a->png_dir, "also write each result as its own PNG into this folder");

@@ -37,7 +37,6 @@ void run_encode(EncodeArgs& a) {
   auto h = open_cli_model(a.model, a.diffusion);
   auto in = load_input_images(h, a.images, a.data, a.index, a.num);
   auto y = h.labels(in.size(), a.klass, in.labels);
-  const int64_t T = h.diffusion.timesteps;
   std::vector<int64_t> counts = a.sweep.empty() ? std::vector<int64_t>{a.steps} : parse_int_list(a.sweep, "--sweep");
   if (std::find(counts.begin(), counts.end(), a.steps) == counts.end()) counts.push_back(a.steps);
   int64_t total = 0;

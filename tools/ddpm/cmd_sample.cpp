@@ -54,13 +54,7 @@ void run_sample(SampleArgs& a) {
   if (a.per_class && h.num_classes == 0 && a.classifier.empty()) throw InvalidArgument("--per-class needs a class-conditional model");
   if (a.per_class && a.klass) throw InvalidArgument("give --per-class or --class, not both");
   if (a.guidance != 0.0 && !a.klass && !a.per_class) throw InvalidArgument("--guidance needs --class K or --per-class");
-  if (!a.classifier.empty()) {
-    auto c = open_noisy_classifier(a.classifier, h);
-    req.classifier = c.classifier;
-    req.classifier_classes = c.num_classes;
-    req.classifier_scale = a.classifier_scale;
-    req.classifier_spec = a.classifier;
-  }
+  attach_classifier(req, a.classifier, a.classifier_scale, h);
   if (!a.init.empty()) {
     auto x_T = read_npy(a.init);
     if (!x_T.is_floating_point()) throw FormatError("'" + a.init + "' must hold floating-point values");

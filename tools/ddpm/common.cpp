@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include "ddpm/serve/generation.h"
+
 #include <sstream>
 
 #include <unistd.h>
@@ -187,10 +189,6 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
   return out;
 }
 
-at::Tensor ImageBatch::crop(const at::Tensor& y) const {
-  return y.slice(2, pad_h, y.size(2) - pad_h).slice(3, pad_w, y.size(3) - pad_w);
-}
-
 ImageBatch load_input_images(const Model& h, const std::string& files, const std::string& data,
                              const std::string& indices, int64_t count) {
   if (h.item_shape.size() != 3)
@@ -217,19 +215,7 @@ ImageBatch load_input_images(const Model& h, const std::string& files, const std
     set.images = set.images.index_select(0, sel);
     if (set.labels.defined()) set.labels = set.labels.index_select(0, sel);
   }
-  const int64_t C = h.item_shape[0], H = h.item_shape[1], W = h.item_shape[2];
-  const int64_t h0 = set.images.size(2), w0 = set.images.size(3);
-  if (set.images.size(1) != C || h0 > H || w0 > W || (H - h0) % 2 || (W - w0) % 2 ||
-      (h0 != H && padded_side(h0) != H))
-    throw InvalidArgument("the images of " + source + " are " + std::to_string(set.images.size(1)) + "×" +
-                          std::to_string(h0) + "×" + std::to_string(w0) + " (C×H×W); the model takes " +
-                          std::to_string(C) + "×" + std::to_string(H) + "×" + std::to_string(W));
-  ImageBatch b;
-  b.x = to_model_range(set.images, H);
-  b.labels = set.labels;
-  b.pad_h = (H - h0) / 2;
-  b.pad_w = (W - w0) / 2;
-  return b;
+  return images_for_model(set, h.item_shape, source);
 }
 
 void add_input_image_flags(CLI::App* c, std::string& images, std::string& data, std::string& index, int64_t& num) {
@@ -262,7 +248,10 @@ std::string flag_for_field(const std::string& field) {
       {"sampler", "--sampler"},     {"eta", "--eta"},                   {"order", "--order"},
       {"langevin_steps", "--langevin-steps"}, {"langevin_scale", "--langevin-scale"},
       {"class", "--class"},         {"guidance", "--guidance"},         {"data", "--data"},
-      {"labels", "--labels"},       {"model", "--model"}, {"models_dir", "--models-dir"}, {"classifier", "--classifier"}, {"jump", "--jump"}, {"resample", "--resample"}, {"strength", "--strength"}, {"classifier_scale", "--classifier-scale"},               {"data_size", "--data-size"},
+      {"labels", "--labels"},       {"model", "--model"},               {"models_dir", "--models-dir"},
+      {"classifier", "--classifier"}, {"classifier_scale", "--classifier-scale"}, {"jump", "--jump"},
+      {"resample", "--resample"},   {"strength", "--strength"},         {"region", "--region"},
+      {"mask", "--mask"},           {"data_size", "--data-size"},
       {"data_seed", "--data-seed"}, {"hidden", "--hidden"},             {"blocks", "--blocks"},
       {"channels", "--channels"},   {"channel_mult", "--channel-mult"}, {"res_blocks", "--res-blocks"},
       {"attention", "--attention"}, {"dropout", "--dropout"},           {"groups", "--groups"},
@@ -292,6 +281,15 @@ std::string render_error(const Error& e) {
     }
   }
   return out;
+}
+
+void attach_classifier(GenerationRequest& req, const std::string& path, double scale, const Model& h) {
+  if (path.empty()) return;
+  auto c = open_noisy_classifier(path, h);
+  req.classifier = c.classifier;
+  req.classifier_classes = c.num_classes;
+  req.classifier_scale = scale;
+  req.classifier_spec = path;
 }
 
 void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol) {

@@ -1,6 +1,8 @@
 // Shared pieces of the ddpm command-line tool: diffusion flags, model and data specs, progress display.
 #pragma once
 
+#include "ddpm/data/images.h"
+
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -19,6 +21,10 @@
 #include "ddpm/models/network.h"
 #include "ddpm/store/model.h"
 #include "ddpm/train/config.h"
+
+namespace ddpm {
+struct GenerationRequest;
+}
 
 namespace ddpm::cli {
 
@@ -90,14 +96,7 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
 std::vector<std::string> split_list(const std::string& text);
 
 /// Real images for commands that start from data, in the model's range and size.
-struct ImageBatch {
-  at::Tensor x;       ///< [N, C, H, W] float in [-1, 1], padded to the model's size
-  at::Tensor labels;  ///< [N] int64, or undefined (files, unlabelled sets)
-  int64_t pad_h = 0, pad_w = 0;  ///< padding added on each side (top/left), so metrics can crop it away
-  int64_t size() const { return x.size(0); }
-  /// The images without the padding.
-  at::Tensor crop(const at::Tensor& y) const;
-};
+using ImageBatch = ModelImages;
 
 /// Images from `files` (comma-separated PNG/JPEG paths) or else from the data set `data` at `indices`
 /// (comma-separated; empty = the first `count`). Throws InvalidArgument when the model is not an image model or
@@ -117,6 +116,10 @@ void add_sampler_flags(CLI::App* c, SamplerSpec& spec, const std::vector<std::st
 std::string flag_for_field(const std::string& field);
 /// A library error's message with its field spelled as the flag: "timesteps must be ..." → "--timesteps must be ...".
 std::string render_error(const Error& e);
+
+/// --classifier FILE --classifier-scale S of the sampling commands: opens the noisy classifier for model `h` (refusing
+/// one trained for another process or image size) and sets it on `req`. Nothing happens for an empty path.
+void attach_classifier(GenerationRequest& req, const std::string& path, double scale, const Model& h);
 
 /// save_image_grid with the --zoom of the command line.
 void save_grid(const std::string& path, const at::Tensor& images, int64_t ncol);

@@ -26,9 +26,41 @@ ImageSet read_cifar10_batches(const std::vector<std::string>& files);
 /// Reads the given PNG/JPEG/BMP files (one size; grey read with 1 channel only if every image is grey), unlabelled.
 ImageSet read_image_files(const std::vector<std::string>& files);
 
+/// The largest width or height an image may have; larger headers are refused before anything is decoded.
+constexpr int kMaxImageSide = 8192;
+
+/// Decodes one PNG/JPEG/BMP held in memory into a set of one image ([1, C, H, W], C = 1 for grey, else 3; alpha
+/// dropped). `name` is used in messages. Throws FormatError for bytes that are not such an image or are too large.
+ImageSet decode_image(const std::string& bytes, const std::string& name = "image");
+
 /// Reads every PNG/JPEG/BMP below `dir`; images in sub-folders are labelled by folder (sorted by name). All images
 /// must have the same size; grey images are read with 1 channel only if every image is grey.
 ImageSet read_image_folder(const std::string& dir);
+
+/// Real images in a model's range and size, for editing and inpainting.
+struct ModelImages {
+  at::Tensor x;       ///< [N, C, H, W] float in [-1, 1], padded to the model's size
+  at::Tensor labels;  ///< [N] int64, or undefined (files, unlabelled sets)
+  int64_t pad_h = 0, pad_w = 0;  ///< padding added on each side (top/left), so metrics can crop it away
+  int64_t size() const { return x.size(0); }
+  /// y [N, C, H, W] without the padding.
+  at::Tensor crop(const at::Tensor& y) const;
+  /// A keep-mask of the unpadded images [1 or N, 1, h, w] padded to the model's size with "keep".
+  at::Tensor pad_mask(const at::Tensor& inner) const;
+};
+
+/// uint8 images [N, C, h, w] as items of a C×H×W image model: of its size, or 28×28 padded to 32×32 (padded_side);
+/// grey images given to a colour model are copied to three channels, colour ones given to a grey model averaged.
+/// `source` names them in messages. Throws InvalidArgument (field "image") when they do not fit.
+ModelImages images_for_model(const ImageSet& set, const std::vector<int64_t>& item_shape, const std::string& source);
+
+/// A keep-mask [1, 1, H, W] (1 = keep, 0 = fill in) hiding one part of an image: right, left, top, bottom (halves)
+/// or centre (the middle half of each side). Throws InvalidArgument (field "region") for another name.
+at::Tensor region_mask(const std::string& region, int64_t H, int64_t W);
+
+/// A keep-mask [1, 1, H, W] from an image of the same size: white (above mid-grey, channels averaged) = keep.
+/// Throws InvalidArgument (field "mask") for another size.
+at::Tensor mask_from_image(const ImageSet& mask, int64_t H, int64_t W, const std::string& source);
 
 /// Where Debian's dataset-fashion-mnist package puts its files.
 std::string fashion_mnist_dir();

@@ -51,7 +51,7 @@ struct ServiceOptions {
   int64_t max_steps = 1000;        ///< sampler steps per job (and at most the model's T)
   int64_t max_calls = 20000;       ///< network calls per job (guidance counts twice, Langevin its steps per level)
   size_t max_streams = 8;          ///< event streams open at once (503 beyond)
-  size_t max_body = 16 * 1024;     ///< request body bytes (413 beyond)
+  size_t max_body = 256 * 1024;    ///< request body bytes (413 beyond; images to edit travel in the body)
   int threads = 1;                 ///< torch threads of the worker: part of the equivalent command line
   std::chrono::milliseconds ping{15000};
   QueueOptions queue;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "ddpm/guidance.h"
+#include "ddpm/samplers.h"
 #include "ddpm/sampler_registry.h"
 #include "ddpm/store/model.h"
 
@@ -30,6 +31,13 @@ struct GenerationRequest {
   /// strength 1 is plain sampling from x_T ~ N(0, I).
   at::Tensor edit_from;
   double strength = 1.0;
+  /// Inpainting (RePaint, Lugmayr et al. 2022): with a mask, edit_from holds the known images and the sampler must
+  /// be "ddpm" (RePaint runs DDPM's reverse steps, respaced to sampler.steps); strength stays 1. The mask is 1 where
+  /// edit_from is kept and 0 where it is generated, [1 or N, 1, H, W] (it broadcasts over channels).
+  at::Tensor inpaint_mask;
+  RepaintOptions repaint{10, 10};
+  /// As a command line names the images to edit and the mask (sample_command): files, or "--region NAME".
+  std::string image_spec = "input.png", mask_spec = "--mask mask.png";
   /// Classifier guidance (Dhariwal & Nichol) towards klass or every class: DDPM shifts its mean (Algorithm 1), the
   /// other samplers guide the score (Algorithm 2). The model itself is called unconditionally (its null label).
   NoisyClassifier classifier;
@@ -39,6 +47,8 @@ struct GenerationRequest {
 
   /// Items generated: num, times the classes with per_class (or x_T's count).
   int64_t count(const Model& model) const;
+  /// Network calls of the run (a guided call counts once): the sampler's, RePaint's resamplings included.
+  int64_t calls(const DiffusionConfig& diffusion) const;
 };
 
 struct GenerationCallbacks {
@@ -57,8 +67,9 @@ void validate_generation(const Model& model, const GenerationRequest& request);
 /// validate_generation, then runs the sampler; returns [count, item_shape...].
 at::Tensor generate(const Model& model, const GenerationRequest& request, const GenerationCallbacks& callbacks = {});
 
-/// The `ddpm sample` command line that generates the same items from `model_path` and writes them as PNGs into
-/// `png_dir` (sample_K.png). `threads` is part of it: results are reproducible at a fixed thread count.
+/// The `ddpm sample` command line (`ddpm edit` for an edit, `ddpm inpaint` with a mask) that generates the same
+/// items from `model_path` and writes them as PNGs into `png_dir`. `threads` is part of it: results are reproducible
+/// at a fixed thread count. Edits name their images by image_spec (repeated for each item) and mask_spec.
 std::string sample_command(const std::string& model_path, const GenerationRequest& request, int threads,
                            const std::string& png_dir = "out");
 

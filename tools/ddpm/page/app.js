@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], samplers: [], limits: {}, job: null, abort: null, snapshots: 0 };
+const state = { models: [], classifiers: [], samplers: [], limits: {}, job: null, abort: null, snapshots: 0, image: null };
 const SNAPSHOTS = 10;
 
 function setState(s, step) {
@@ -46,27 +46,103 @@ function option(select, value, label) {
 
 function currentModel() { return state.models.find((m) => m.id === $("model").value); }
 
+function currentClassifier() { return state.classifiers.find((c) => c.id === $("classifier").value); }
+
 function refreshControls() {
   const m = currentModel();
+  // Classifier guidance: the model's noisy classifiers, if the folder has any.
+  const clf = $("classifier");
+  const keepClf = clf.value;
+  clf.innerHTML = "";
+  option(clf, "", "none");
+  for (const id of (m && m.classifiers) || []) option(clf, id, id);
+  if ([...clf.options].some((o) => o.value === keepClf)) clf.value = keepClf;
+  $("classifier-label").hidden = clf.options.length < 2;
+  const k = currentClassifier();
+  $("scale-label").hidden = !k;
+  // Classes: the model's, or the classifier's when one guides it.
+  const names = k ? k.class_names : m && m.num_classes > 0 ? m.class_names : [];
   const cls = $("class");
   const keep = cls.value;
   cls.innerHTML = "";
-  if (m && m.num_classes > 0) {
-    option(cls, "all", "all classes (a column each)");
-    m.class_names.forEach((name, k) => option(cls, String(k), k + ": " + name));
+  const mode = $("mode").value;
+  if (names.length > 0) {
+    if (mode === "noise") option(cls, "all", "all classes (a column each)");
+    names.forEach((name, j) => option(cls, String(j), j + ": " + name));
     cls.disabled = false;
     if ([...cls.options].some((o) => o.value === keep)) cls.value = keep;
   } else {
     option(cls, "", "— (unconditional)");
     cls.disabled = true;
   }
-  $("guidance").disabled = !(m && m.guidance);
+  $("guidance").disabled = !(m && m.guidance) || !!k;
+  // Starting from an image: SDEdit takes a strength, RePaint a region and runs DDPM's steps.
+  const image = m && m.item_shape.length === 3;
+  $("mode").disabled = !image;
+  if (!image) $("mode").value = "noise";
+  $("image-label").hidden = $("mode").value === "noise";
+  $("strength-label").hidden = $("mode").value !== "edit";
+  $("region-label").hidden = $("resample-label").hidden = $("mode").value !== "inpaint";
+  if ($("mode").value === "inpaint") $("sampler").value = "ddpm";
+  $("sampler").disabled = $("mode").value === "inpaint";
   $("eta-label").hidden = $("sampler").value !== "ddim";
   if (m) $("steps").max = String(Math.min(m.timesteps, state.limits.max_steps || m.timesteps));
   $("batch").max = String(state.limits.max_batch || 16);
+  drawInput();
 }
 
-const FIELDS = ["model", "class", "guidance", "sampler", "steps", "eta", "seed", "batch"];
+// The chosen picture drawn at the model's size (grey for a one-channel model); sent as a PNG data URL.
+function drawInput() {
+  const m = currentModel();
+  const show = !!(state.image && m && m.item_shape.length === 3 && $("mode").value !== "noise");
+  $("input-section").hidden = !show;
+  if (!show) return;
+  const [c, h, w] = m.item_shape;
+  const canvas = $("input-canvas");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "black";
+  ctx.fillRect(0, 0, w, h);
+  ctx.drawImage(state.image, 0, 0, w, h);
+  if (c === 1) {
+    const px = ctx.getImageData(0, 0, w, h);
+    for (let i = 0; i < px.data.length; i += 4) {
+      const y = Math.round(0.299 * px.data[i] + 0.587 * px.data[i + 1] + 0.114 * px.data[i + 2]);
+      px.data[i] = px.data[i + 1] = px.data[i + 2] = y;
+      px.data[i + 3] = 255;
+    }
+    ctx.putImageData(px, 0, 0);
+  }
+  state.imageUrl = canvas.toDataURL("image/png");
+  canvas.style.width = w * Math.max(1, Math.floor(160 / w)) + "px";
+  if ($("mode").value === "inpaint") {
+    // Dim the part RePaint will fill in (the request sends the undimmed image and the region's name).
+    const r = $("region").value;
+    const box = { right: [w / 2, 0, w - w / 2, h], left: [0, 0, w / 2, h], top: [0, 0, w, h / 2],
+                  bottom: [0, h / 2, w, h - h / 2], centre: [w / 4, h / 4, w / 2, h / 2] }[r].map(Math.floor);
+    ctx.fillStyle = "rgba(128, 128, 128, 0.7)";
+    ctx.fillRect(...box);
+  }
+}
+
+function loadImage(file) {
+  if (!file) return;
+  // Read as a data: URL: the page's Content-Security-Policy allows data: images and not blob: ones.
+  const bad = () => status("That file is not an image the browser can read.", true);
+  const reader = new FileReader();
+  reader.onerror = bad;
+  reader.onload = () => {
+    const img = new Image();
+    img.onload = () => { state.image = img; drawInput(); };
+    img.onerror = bad;
+    img.src = reader.result;
+  };
+  reader.readAsDataURL(file);
+}
+
+const FIELDS = ["model", "classifier", "classifier_scale", "mode", "strength", "region", "resample", "class", "guidance",
+                "sampler", "steps", "eta", "seed", "batch"];
 
 function readQuery() {
   const q = new URLSearchParams(location.search);
@@ -86,6 +162,20 @@ function request() {
   if (!$("class").disabled && $("class").value !== "") body.class = $("class").value === "all" ? "all" : Number($("class").value);
   if (!$("guidance").disabled && Number($("guidance").value) !== 0) body.guidance = Number($("guidance").value);
   if (body.sampler === "ddim") body.eta = Number($("eta").value);
+  if (currentClassifier()) {
+    body.classifier = $("classifier").value;
+    body.classifier_scale = Number($("classifier_scale").value);
+  }
+  const mode = $("mode").value;
+  if (mode !== "noise") {
+    if (!state.image) throw new Error("choose an image to start from");
+    body.image = state.imageUrl;
+    if (mode === "edit") body.strength = Number($("strength").value);
+    if (mode === "inpaint") {
+      body.region = $("region").value;
+      body.resample = Number($("resample").value);
+    }
+  }
   return body;
 }
 
@@ -123,6 +213,7 @@ function onEvent(name, data) {
     status("Running: " + data.steps + " steps of " + data.items + " item(s).");
   } else if (name === "step") {
     setState("running", data.step);
+    $("progress").max = data.of;
     $("progress").value = data.step;
     if (data.xt) $("xt").src = data.xt;
     if (data.x0) $("x0").src = data.x0;
@@ -189,9 +280,10 @@ async function generate(event) {
   state.snapshots = 0;
   if ($("key").value) localStorage.setItem("ddpm-key", $("key").value);
   try {
+    const body = request();
     setState("queued", 0);
     status("Submitting…");
-    const job = await api("/v1/generations", { method: "POST", body: JSON.stringify(request()) });
+    const job = await api("/v1/generations", { method: "POST", body: JSON.stringify(body) });
     state.job = job.id;
     document.body.dataset.job = job.id;
     status("Queued: position " + job.queue_position + ".");
@@ -216,16 +308,20 @@ async function start() {
   try {
     const [models, caps] = await Promise.all([api("/v1/models"), api("/v1/capabilities")]);
     state.models = models.models;
+    state.classifiers = models.classifiers || [];
     state.samplers = caps.samplers;
     state.limits = caps.limits;
     if (caps.api_key) $("key-label").hidden = false;
     for (const m of state.models) option($("model"), m.id, m.id + " (step " + m.step + ")");
     for (const s of state.samplers) option($("sampler"), s.name, s.name);
     $("sampler").value = "ddim";
+    // Each pass fills the options the next field of the query needs (model → classifier → classes).
+    let q;
+    for (let pass = 0; pass < 3; ++pass) {
+      refreshControls();
+      q = readQuery();
+    }
     refreshControls();
-    const q = readQuery();
-    refreshControls();
-    readQuery();
     if (state.models.length === 0) status("This server has no models: start it with --models-dir DIR.", true);
     $("health").textContent = state.models.length + " model(s)";
     if (q.get("autorun") === "1" && state.models.length > 0) generate();
@@ -245,7 +341,13 @@ $("sampler").addEventListener("change", () => {
   refreshControls();
   writeQuery();
 });
-for (const f of ["class", "guidance", "steps", "eta", "seed", "batch"]) $(f).addEventListener("change", writeQuery);
+for (const f of ["class", "guidance", "steps", "eta", "seed", "batch", "classifier_scale", "strength", "resample"])
+  $(f).addEventListener("change", writeQuery);
+for (const f of ["classifier", "mode", "region"]) $(f).addEventListener("change", () => { refreshControls(); writeQuery(); });
+$("mode").addEventListener("change", () => {
+  if ($("mode").value === "inpaint") $("steps").value = String(Math.min(100, Number($("steps").max)));
+});
+$("image").addEventListener("change", () => loadImage($("image").files[0]));
 $("copy").addEventListener("click", async () => {
   try {
     await navigator.clipboard.writeText($("cli").textContent);
