@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One point of the sample-quality curve (issue 13): FID and IS of a training state's EMA and raw weights under the
+# deterministic and stochastic samplers, 500 samples each with the project's classifier, appended as JSON lines to
+# docs/data/fid_curve.jsonl. With --nll also the bits/dim of the first 50 test images (EMA weights); with --ddpm also
+# DDPM's 1000 ancestral steps (EMA; ~40 min on 2 cores). About 12 minutes on 2 free cores without either.
+#
+#   bash scripts/fid_curve.sh TRAINING_STATE.safetensors [--nll] [--ddpm]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+state=${1:?usage: fid_curve.sh TRAINING_STATE.safetensors [--nll] [--ddpm]}
+shift
+nll=0 ddpm_run=0
+for a in "$@"; do case $a in --nll) nll=1 ;; --ddpm) ddpm_run=1 ;; *) echo "fid_curve: unknown option $a" >&2; exit 2 ;; esac; done
+ddpm=${DDPM:-./build/ddpm}
+clf=models/fashion-mnist-classifier.safetensors
+out=docs/data/fid_curve.jsonl
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+step=$($ddpm info "$state" | awk '$1 == "step" {print $2}')
+$ddpm info "$state" --strip "$tmp/ema.safetensors" > /dev/null
+$ddpm info "$state" --strip "$tmp/raw.safetensors" --raw > /dev/null
+ref="--ref-cache ${REF_CACHE:-$tmp/ref-train.safetensors}"
+point() {  # weights sampler-label fid-flags…
+  local w=$1 label=$2; shift 2
+  echo "fid_curve: step $step, $w, $label" >&2
+  local j
+  j=$($ddpm --threads "${THREADS:-2}" fid -q --json -c "$clf" -m "$tmp/$w.safetensors" -n 500 --seed 0 $ref "$@")
+  echo "{\"step\":$step,\"weights\":\"$w\",\"sampler\":\"$label\",\"result\":$j}" >> "$out"
+}
+point ema "ddim-eta0-50" --sampler ddim --steps 50
+point ema "ddim-eta1-50" --sampler ddim --eta 1 --steps 50
+point ema "dpm++-20" --sampler dpm++ --steps 20
+point raw "ddim-eta0-50" --sampler ddim --steps 50
+point raw "ddim-eta1-50" --sampler ddim --eta 1 --steps 50
+if [ $ddpm_run = 1 ]; then point ema "ddpm-1000" --sampler ddpm; fi
+if [ $nll = 1 ]; then
+  echo "fid_curve: step $step, bits/dim" >&2
+  j=$($ddpm --threads "${THREADS:-2}" nll -q --json -m "$tmp/ema.safetensors" --data fashion-mnist:test -n 50 --batch 250)
+  echo "{\"step\":$step,\"weights\":\"ema\",\"bits_per_dim\":$j}" >> "$out"
+fi
+echo "fid_curve: appended step $step to $out" >&2
