@@ -80,6 +80,23 @@ TEST(Cli, HelpAndVersion) {
   EXPECT_NE(run("sample --help").output.find("--guidance"), std::string::npos);
 }
 
+TEST(Cli, ThreadsBeyondTheMachineAreClampedWithOneLine) {
+  // Not run(): that passes --threads 1 first. 100000 threads once started them all (215 GB of virtual memory).
+  const std::string cmd = std::string(DDPM_CLI) + " --threads 100000 sample -m gmm:8gaussians -n 4 --steps 5 2>&1 >/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const std::string note = "ddpm: note: --threads 100000 is more than this machine's " + std::to_string(hw) +
+                           " hardware threads; using " + std::to_string(hw) + "\n";
+  EXPECT_EQ(out.substr(0, note.size()), note) << out;
+}
+
 TEST(Cli, BadInputGivesOneLineAndNonZeroExit) {
   const std::string d = dir();
   {

@@ -82,6 +82,13 @@ int main(int argc, char** argv) {
   register_quality(app);
   register_launch(app);
   app.parse_complete_callback([&] {
+    // More threads than the machine has only thrash (--threads 100000 once started them all): clamp, and say so.
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (g.threads > hardware) {
+      std::cerr << "ddpm: note: --threads " << g.threads << " is more than this machine's " << hardware
+                << " hardware threads; using " << hardware << "\n";
+      g.threads = hardware;
+    }
     const int n = g.threads > 0 ? g.threads : default_threads();
     at::set_num_threads(n);
   });
