@@ -79,6 +79,24 @@ TEST(Npy, BadFilesGiveErrorsNamingTheProblem) {
   EXPECT_THROW(load_points_npy(data("points_f32.npy"), data("points_f64.npy")), FormatError);  // bad labels
 }
 
+// Found by fuzz/fuzz_npy: an empty array copied through a null data pointer (UB), and shapes whose element count
+// overflows int64 or whose digits overflow stoll.
+TEST(Npy, EmptyArraysReadAndImpossibleShapesAreRefused) {
+  auto header = [](const std::string& shape) {
+    std::string h = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+    h.append((64 - (10 + h.size() + 1) % 64) % 64, ' ');
+    h += '\n';
+    return std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(h.size() & 0xff) + static_cast<char>(h.size() >> 8) + h;
+  };
+  write_bytes(tmp("empty.npy"), header("(0, 2, 2)"));
+  const auto empty = read_npy(tmp("empty.npy"));
+  EXPECT_EQ(empty.sizes(), (std::vector<int64_t>{0, 2, 2}));
+  for (const char* shape : {"(4294967296, 4294967296, 4294967296)", "(99999999999999999999999,)", "(3037000500, 3037000500)"}) {
+    write_bytes(tmp("huge.npy"), header(shape) + std::string(64, '\0'));
+    EXPECT_THROW(read_npy(tmp("huge.npy")), FormatError) << shape;
+  }
+}
+
 TEST(SafeTensors, DecodesBytesAssembledFromTheSpecification) {
   // 8-byte little-endian header size, JSON header, then the data buffer (huggingface/safetensors README).
   const std::string header =

@@ -66,17 +66,27 @@ at::Tensor read_npy(const std::string& path) {
     const std::string dims = m[1];
     static const std::regex number("\\d+");
     std::sregex_iterator it(dims.begin(), dims.end(), number), end;
-    for (; it != end; ++it) shape.push_back(std::stoll(it->str()));
+    for (; it != end; ++it) {
+      const std::string d = it->str();
+      if (d.size() > 15) throw bad("dimension " + d.substr(0, 20) + " is impossibly large");
+      shape.push_back(std::stoll(d));
+    }
   }
-  int64_t numel = 1;
-  for (auto s : shape) numel *= s;
+  // Checked: a header may claim any shape, and only the file's size can bound it.
+  uint64_t numel = 1;
+  for (auto s : shape) {
+    if (s != 0 && numel > (uint64_t{1} << 62) / static_cast<uint64_t>(s))
+      throw bad("the shape claims more elements than any file holds");
+    numel *= static_cast<uint64_t>(s);
+  }
+  if (numel > (uint64_t{1} << 62) / c10::elementSize(dtype)) throw bad("the shape claims more bytes than any file holds");
   const size_t data_bytes = static_cast<size_t>(numel) * c10::elementSize(dtype);
   const size_t start = offset + header_len;
   if (bytes.size() - start < data_bytes)
     throw bad("truncated data (" + std::to_string(bytes.size() - start) + " of " + std::to_string(data_bytes) +
               " bytes)");
   auto out = at::empty(shape, at::TensorOptions().dtype(dtype));
-  std::memcpy(out.data_ptr(), bytes.data() + start, data_bytes);
+  if (data_bytes > 0) std::memcpy(out.data_ptr(), bytes.data() + start, data_bytes);  // an empty tensor has no storage
   return out;
 }
 

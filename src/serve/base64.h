@@ -33,8 +33,8 @@ inline std::string base64(const std::string& in) {
   return out;
 }
 
-/// Strict base64 (RFC 4648 alphabet, length a multiple of 4, '=' padding only at the end) into `out`; false for
-/// anything else.
+/// Strict base64 (RFC 4648 alphabet, length a multiple of 4, '=' padding only at the end, zero bits under it) into
+/// `out`; false for anything else.
 inline bool base64_decode(const std::string& in, std::string& out) {
   if (in.empty() || in.size() % 4 != 0) return false;
   auto value = [](char c) -> int {
@@ -56,6 +56,8 @@ inline bool base64_decode(const std::string& in, std::string& out) {
       if (d < 0) return false;
       v = (v << 6) | static_cast<uint32_t>(d);
     }
+    // Canonical only (RFC 4648 §3.5): the bits under the padding are zero, so each byte string has one spelling.
+    if ((pad == 1 && (v & 0xff) != 0) || (pad == 2 && (v & 0xffff) != 0)) return false;
     out += static_cast<char>(v >> 16);
     if (pad < 2) out += static_cast<char>((v >> 8) & 0xff);
     if (pad < 1) out += static_cast<char>(v & 0xff);
