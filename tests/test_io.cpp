@@ -147,6 +147,22 @@ TEST(SafeTensors, RejectsMalformedFiles) {
   bad_json[9] = '!';
   EXPECT_THROW(decode_safetensors(bad_json), FormatError);
   EXPECT_THROW(load_safetensors(tmp("nope.safetensors")), IoError);
+  // Found by fuzz/fuzz_safetensors: a float in a shape (undefined behaviour in the integer conversion), and a shape
+  // whose element count wraps around 2^64 to match an empty byte range.
+  auto raw = [](const std::string& json) {
+    std::string h = json;
+    h.append((8 - h.size() % 8) % 8, ' ');
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
+    return out + h;
+  };
+  EXPECT_THROW(decode_safetensors(raw(R"({"w": {"dtype": "F32", "shape": [6.7e26], "data_offsets": [0, 0]}})")), FormatError);
+  EXPECT_THROW(decode_safetensors(raw(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8.5]}})") + std::string(8, '\0')),
+               FormatError);
+  EXPECT_THROW(decode_safetensors(raw(R"({"w": {"dtype": "U8", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})")),
+               FormatError);
+  const auto empty = decode_safetensors(raw(R"({"w": {"dtype": "F32", "shape": [3, 0], "data_offsets": [0, 0]}})"));
+  EXPECT_EQ(empty.at("w").sizes(), (std::vector<int64_t>{3, 0}));
 }
 
 TEST(Files, AtomicWritesReplaceWholeFilesAndReportUnwritablePaths) {

@@ -106,13 +106,23 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& what
       }
       const auto& e = it.value();
       const auto dtype = dtype_from_name(e.at("dtype").get<std::string>(), what);
-      const auto shape = e.at("shape").get<std::vector<int64_t>>();
-      const auto offs = e.at("data_offsets").get<std::vector<uint64_t>>();
+      // Whole numbers only: nlohmann converts 6.7e26 to an integer with undefined behaviour (found by fuzz_safetensors).
+      auto whole = [&](const char* key) {
+        const auto& a = e.at(key);
+        if (!a.is_array()) throw bad("tensor '" + it.key() + "' has a '" + key + "' that is not a list");
+        for (const auto& v : a)
+          if (!v.is_number_integer()) throw bad("tensor '" + it.key() + "' has a '" + key + "' that is not whole numbers");
+        return a;
+      };
+      const auto shape = whole("shape").get<std::vector<int64_t>>();
+      const auto offs = whole("data_offsets").get<std::vector<uint64_t>>();
       if (offs.size() != 2 || offs[0] > offs[1] || offs[1] > buffer)
         throw bad("tensor '" + it.key() + "' has data outside the file (truncated?)");
       uint64_t numel = 1;
       for (auto s : shape) {
         if (s < 0) throw bad("tensor '" + it.key() + "' has a negative dimension");
+        if (s != 0 && numel > (uint64_t{1} << 40) / static_cast<uint64_t>(s))  // no wrap-around to a small count
+          throw bad("tensor '" + it.key() + "' has an impossibly large shape");
         numel *= static_cast<uint64_t>(s);
       }
       if (numel * c10::elementSize(dtype) != offs[1] - offs[0])
