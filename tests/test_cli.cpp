@@ -31,8 +31,8 @@ struct Result {
   std::string output;
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(DDPM_CLI) + " --threads 1 " + args + " 2>&1";
+/// A shell command's exit code (128 + signal when killed) and standard output.
+Result shell(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -41,6 +41,9 @@ Result run(const std::string& args) {
   const int status = pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
 }
+
+/// The CLI on one thread, standard error folded into the output.
+Result run(const std::string& args) { return shell(std::string(DDPM_CLI) + " --threads 1 " + args + " 2>&1"); }
 
 std::string dir() {
   static const std::string d = [] {
@@ -82,15 +85,9 @@ TEST(Cli, HelpAndVersion) {
 
 TEST(Cli, ThreadsBeyondTheMachineAreClampedWithOneLine) {
   // Not run(): that passes --threads 1 first. 100000 threads once started them all (215 GB of virtual memory).
-  const std::string cmd = std::string(DDPM_CLI) + " --threads 100000 sample -m gmm:8gaussians -n 4 --steps 5 2>&1 >/dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  const auto [code, out] =
+      shell(std::string(DDPM_CLI) + " --threads 100000 sample -m gmm:8gaussians -n 4 --steps 5 2>&1 >/dev/null");
+  EXPECT_EQ(code, 0) << out;
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
   const std::string note = "ddpm: note: --threads 100000 is more than this machine's " + std::to_string(hw) +
                            " hardware threads; using " + std::to_string(hw) + "\n";
