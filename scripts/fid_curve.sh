@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One point of the sample-quality curve (issue 13): FID and IS of a training state's EMA and raw weights under the
 # deterministic and stochastic samplers, 500 samples each with the project's classifier, appended as JSON lines to
-# docs/data/fid_curve.jsonl. With --nll also the bits/dim of the first 50 test images (EMA weights); with --ddpm also
-# DDPM's 1000 ancestral steps (EMA; ~40 min on 2 cores). About 12 minutes on 2 free cores without either.
+# docs/data/fid_curve.jsonl, and redraws docs/images/fid_curve.png from every point there. With --nll also the
+# bits/dim of the first 50 test images (EMA weights); with --ddpm also DDPM's 1000 ancestral steps (EMA; ~40 min on
+# 2 cores). About 12 minutes on 2 free cores without either.
 #
 #   bash scripts/fid_curve.sh TRAINING_STATE.safetensors [--nll] [--ddpm]
 set -euo pipefail
@@ -38,4 +39,7 @@ if [ $nll = 1 ]; then
   j=$($ddpm --threads "${THREADS:-2}" nll -q --json -m "$tmp/ema.safetensors" --data fashion-mnist:test -n 50 --batch 250)
   echo "{\"step\":$step,\"weights\":\"ema\",\"bits_per_dim\":$j}" >> "$out"
 fi
-echo "fid_curve: appended step $step to $out" >&2
+$ddpm plot -q "$out" -y result.fid --group weights,sampler --log-y --xlabel "training step (batch 64)" \
+  --ylabel "FID (log scale)" --title "FID against training step (500 samples, project classifier)" \
+  -o docs/images/fid_curve.png
+echo "fid_curve: appended step $step to $out; figure docs/images/fid_curve.png" >&2

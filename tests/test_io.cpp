@@ -6,10 +6,17 @@
 
 #include "ddpm/data/points.h"
 #include "ddpm/errors.h"
+#include "ddpm/io/curves.h"
 #include "ddpm/io/file.h"
+#include "ddpm/io/plot.h"
 #include "ddpm/io/npy.h"
 #include "ddpm/io/safetensors.h"
 #include "support.h"
+
+extern "C" {
+unsigned char* stbi_load(const char* filename, int* x, int* y, int* channels, int desired);
+void stbi_image_free(void* p);
+}
 
 using namespace ddpm;
 using namespace ddpm::test;
@@ -242,4 +249,74 @@ TEST(SafeTensors, AnIndependentReaderFromTheSpecificationAcceptsOurCheckpoints) 
   const std::string bad = "python3 " + std::string(DDPM_TEST_DATA) + "/../safetensors_conformance.py " +
                           tmp("broken.safetensors") + " " + tmp("conf.json") + " > /dev/null";
   EXPECT_NE(std::system(bad.c_str()), 0);
+}
+
+TEST(Curves, GroupsFiltersSortsAndLetsTheLaterMeasurementCount) {
+  const std::string text =
+      "# a comment, then a blank line\n\n"
+      "{\"step\":200,\"weights\":\"ema\",\"sampler\":\"a\",\"result\":{\"fid\":4.0}}\n"
+      "{\"step\":100,\"weights\":\"ema\",\"sampler\":\"a\",\"result\":{\"fid\":9.0}}\n"
+      "{\"step\":100,\"weights\":\"raw\",\"sampler\":\"a\",\"result\":{\"fid\":12.0}}\n"
+      "{\"step\":100,\"weights\":\"ema\",\"bits_per_dim\":{\"bits_per_dim\":2.8}}\n"
+      "{\"step\":200,\"weights\":\"ema\",\"sampler\":\"a\",\"result\":{\"fid\":3.5}}\n"
+      "{\"step\":300,\"weights\":\"ema\",\"sampler\":7,\"result\":{\"fid\":\"n/a\"}}\n";
+  CurveSpec spec{"step", "result.fid", {"weights", "sampler"}, {}};
+  auto s = curves_from_json_lines(text, spec);
+  ASSERT_EQ(s.size(), 2u);  // the bits/dim line and the non-numeric FID are skipped
+  EXPECT_EQ(s[0].label, "ema, a");
+  EXPECT_EQ(s[0].x, (std::vector<double>{100, 200}));
+  EXPECT_EQ(s[0].y, (std::vector<double>{9.0, 3.5}));  // step 200 measured twice: the later line
+  EXPECT_EQ(s[1].label, "raw, a");
+  EXPECT_EQ(s[1].y, (std::vector<double>{12.0}));
+  spec.where = {parse_where("weights=raw")};
+  s = curves_from_json_lines(text, spec);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].label, "raw, a");
+  spec = CurveSpec{"step", "bits_per_dim.bits_per_dim", {}, {{"step", "100"}}};  // numbers compare as their text
+  s = curves_from_json_lines(text, spec);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].label, "");
+  EXPECT_EQ(s[0].y, (std::vector<double>{2.8}));
+}
+
+TEST(Curves, NamesTheBadLineAndTheMisspeltPath) {
+  const std::string text = "{\"step\":1,\"loss\":0.5}\n{\"step\":2,\"loss\":0.4}\n{\"step\":3,\n";
+  try {
+    curves_from_json_lines(text, CurveSpec{"step", "loss", {}, {}});
+    FAIL() << "a truncated line was accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("line 3"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(curves_from_json_lines("{\"step\":1,\"loss\":0.5}\n", CurveSpec{"step", "los", {}, {}}), InvalidArgument);
+  EXPECT_THROW(curves_from_json_lines("[1,2]\n", CurveSpec{"step", "loss", {}, {}}), FormatError);
+  EXPECT_THROW(parse_where("weights"), InvalidArgument);
+  EXPECT_THROW(parse_where("=ema"), InvalidArgument);
+}
+
+TEST(Plot, MarkersDrawEveryPointSoThatAOnePointSeriesShows) {
+  // Count the pixels of the series' colour: without markers a one-point series leaves only its legend swatch.
+  auto count = [](bool markers) {
+    LineSeries one;
+    one.x = {5}, one.y = {2};
+    one.color = {200, 10, 10};
+    one.label = "one";
+    one.markers = markers;
+    LineSeries two;
+    two.x = {0, 10}, two.y = {1, 3};
+    two.color = {10, 10, 200};
+    const std::string path = tmp(markers ? "markers.png" : "plain.png");
+    PlotOptions o;
+    o.width = 300, o.height = 200;
+    save_line_plot_png(path, {one, two}, o);
+    int w = 0, h = 0, c = 0;
+    unsigned char* p = stbi_load(path.c_str(), &w, &h, &c, 3);
+    EXPECT_NE(p, nullptr);
+    EXPECT_EQ(w, 300);
+    int n = 0;
+    for (int i = 0; p && i < w * h; ++i) n += p[3 * i] == 200 && p[3 * i + 1] == 10 && p[3 * i + 2] == 10;
+    stbi_image_free(p);
+    return n;
+  };
+  const int plain = count(false), marked = count(true);
+  EXPECT_GE(marked - plain, 30) << "a radius-4 dot covers about 50 pixels";  // π·4² ≈ 50, less its antialiased rim
 }

@@ -107,6 +107,36 @@ std::vector<double> nice_ticks(double lo, double hi) {
   return t;
 }
 
+/// Ticks of the y axis as (position, label). On a log axis (positions in log10 units) the ticks are values people
+/// read at a glance, labelled as numbers ("2", "50", "0.1"): 1-2-5 steps; whole decades where those would crowd the
+/// axis; every integer multiple of a power of ten where 1-2-5 leaves fewer than three.
+std::vector<std::pair<double, std::string>> y_ticks(double lo, double hi, bool log_y) {
+  std::vector<std::pair<double, std::string>> t;
+  if (!log_y) {
+    for (double v : nice_ticks(lo, hi)) t.emplace_back(v, format_tick(v));
+    return t;
+  }
+  auto with = [&](std::initializer_list<double> mantissas) {
+    t.clear();
+    for (int k = static_cast<int>(std::floor(lo)); k <= static_cast<int>(std::ceil(hi)); ++k)
+      for (double m : mantissas) {
+        const double v = m * std::pow(10.0, k), p = std::log10(v);
+        if (p >= lo - 1e-9 && p <= hi + 1e-9) t.emplace_back(p, format_tick(v));
+      }
+    return t.size();
+  };
+  const size_t n = with({1, 2, 5});
+  if (n > 12) {
+    if (with({1}) > 12) {  // very many decades: every few
+      t.clear();
+      for (double v : nice_ticks(lo, hi)) t.emplace_back(v, "1e" + format_tick(v));
+    }
+  } else if (n < 3) {
+    with({1, 2, 3, 4, 5, 6, 7, 8, 9});
+  }
+  return t;
+}
+
 struct Frame {
   int left = 90, right = 30, top = 50, bottom = 70;
   double x_lo, x_hi, y_lo, y_hi;
@@ -125,8 +155,7 @@ void fix_range(double& lo, double& hi) {
 /// Leaves room on the left for the widest y tick label and the rotated axis label.
 void fit_left_margin(Frame& f, bool log_y) {
   int widest = 0;
-  for (double v : nice_ticks(f.y_lo, f.y_hi))
-    widest = std::max(widest, Canvas::text_width(log_y ? "1e" + format_tick(v) : format_tick(v)));
+  for (const auto& [v, s] : y_ticks(f.y_lo, f.y_hi, log_y)) widest = std::max(widest, Canvas::text_width(s));
   f.left = std::max(f.left, widest + 48);
 }
 
@@ -137,10 +166,9 @@ void draw_frame(Canvas& c, const Frame& f, const PlotOptions& o, bool log_y) {
     const std::string s = format_tick(v);
     c.text(x - Canvas::text_width(s) / 2.f, f.h - f.bottom + 8, s, kBlack);
   }
-  for (double v : nice_ticks(f.y_lo, f.y_hi)) {
+  for (const auto& [v, s] : y_ticks(f.y_lo, f.y_hi, log_y)) {
     const float y = f.py(v);
     c.rect(f.left, static_cast<int>(y), f.w - f.right, static_cast<int>(y) + 1, kGrid);
-    const std::string s = log_y ? "1e" + format_tick(v) : format_tick(v);
     c.text(f.left - 8 - Canvas::text_width(s), y - 7, s, kBlack);
   }
   c.rect(f.left, f.top, f.left + 1, f.h - f.bottom + 1, kBlack);
@@ -244,6 +272,11 @@ void save_line_plot_png(const std::string& path, const std::vector<LineSeries>& 
       const double ca = std::clamp(a, f.y_lo, f.y_hi), cb = std::clamp(b, f.y_lo, f.y_hi);
       c.line(f.px(s.x[i - 1]), f.py(ca), f.px(s.x[i]), f.py(cb), s.color, 2.f);
     }
+    if (s.markers)
+      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+        const double v = ty(s.y[i]);
+        if (std::isfinite(v) && v >= f.y_lo && v <= f.y_hi) c.disc(f.px(s.x[i]), f.py(v), 4.f, s.color, 1.f);
+      }
     legend.emplace_back(s.label, s.color);
   }
   draw_legend(c, f, legend);

@@ -21,6 +21,7 @@ void register_import(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_edit(CLI::App& app);
 void register_inpaint(CLI::App& app);
+void register_plot(CLI::App& app);
 
 /// The command line as the user typed it (stored in checkpoints).
 std::string& command_line();

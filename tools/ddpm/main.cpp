@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   register_classifier(app);
   register_quality(app);
   register_launch(app);
+  register_plot(app);
   app.parse_complete_callback([&] {
     // More threads than the machine has only thrash (--threads 100000 once started them all): clamp, and say so.
     const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

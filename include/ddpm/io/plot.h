@@ -22,6 +22,7 @@ struct LineSeries {
   std::vector<double> x, y;
   Color color{31, 119, 180};
   std::string label;
+  bool markers = false;  ///< a dot at every point (curves of few measurements; a one-point series shows only then)
 };
 
 struct PlotOptions {
