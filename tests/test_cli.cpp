@@ -145,7 +145,7 @@ TEST(Cli, CheckpointRefusesContradictingSettings) {
   expect_one_line_error("train --resume --hidden 32 --out " + d, "--hidden 16");
   expect_one_line_error("train --resume --data toy:moons --out " + d, "--data toy:8gaussians");
   expect_one_line_error("train --resume --conditional --out " + d, "unconditionally");
-  expect_one_line_error("train --resume --lr 0.1 --out " + d, "--lr");
+  expect_one_line_error("train --resume --batch 8 --out " + d, "--batch");
   auto ok = run("sample -q -m " + d + "/checkpoint.safetensors --timesteps 100 --schedule cosine -n 10 --json");
   EXPECT_EQ(ok.code, 0) << ok.output;
   EXPECT_NE(ok.output.find("\"num\":10"), std::string::npos) << ok.output;

@@ -244,7 +244,6 @@ std::unique_ptr<TrainingRun> TrainingRun::resume(const RunRequest& r, RunCadence
   };
   stored_by_resume("label_dropout", r.label_dropout.has_value());
   stored_by_resume("batch", r.batch.has_value());
-  stored_by_resume("lr", r.lr.has_value());
   stored_by_resume("warmup", r.warmup.has_value());
   stored_by_resume("grad_clip", r.grad_clip.has_value());
   stored_by_resume("ema_decay", r.ema_decay.has_value());
@@ -277,6 +276,7 @@ std::unique_ptr<TrainingRun> TrainingRun::resume(const RunRequest& r, RunCadence
   refuse_change(ckpt, "loss", r.loss, nlohmann::json(tcfg.loss));
   refuse_change(ckpt, "timestep_sampler", r.timestep_sampler, nlohmann::json(tcfg.timestep_sampler));
   if (r.steps) tcfg.steps = *r.steps;
+  if (r.lr) tcfg.lr = *r.lr;  // a lower rate to go on with (after a divergence, or to decay at the end)
   auto net = make_network(net_cfg);
   run->device_ = at::Device(r.device);
   run->data_ = load_training_data(source);
@@ -297,6 +297,12 @@ void TrainingRun::open_metrics(bool fresh) {
   start_step_ = trainer_->steps_done();
   started_ = now_s();
   if (!root()) return;
+  // A checkpoint write cut short (SIGKILL, power loss) leaves its temporary file beside the intact checkpoint: the
+  // run that continues here removes it.
+  const std::string partial = std::filesystem::path(ckpt_).filename().string() + ".tmp.";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(out_, ec))
+    if (e.path().filename().string().rfind(partial, 0) == 0) std::filesystem::remove(e.path(), ec);
   if (fresh) std::filesystem::remove(metrics_path_);
   metrics_ = std::make_unique<std::ofstream>(metrics_path_, std::ios::app);
   if (!*metrics_) throw IoError("cannot write '" + metrics_path_ + "'");
@@ -314,7 +320,15 @@ bool TrainingRun::agree_to_stop(bool this_rank_asks) {
 }
 
 StepStats TrainingRun::step() {
-  StepStats s = trainer_->step();
+  StepStats s;
+  try {
+    s = trainer_->step();
+  } catch (const TrainingDiverged& e) {
+    const bool saved = std::filesystem::exists(ckpt_);
+    throw TrainingDiverged(std::string(e.what()) +
+                           (saved ? "; '" + ckpt_ + "' still holds the last checkpoint (resume it with a lower learning rate)"
+                                  : "; no checkpoint was written yet (start again with a lower learning rate)"));
+  }
   const bool done = trainer_->finished();
   if (root() && (s.step % cadence_.log_every == 0 || done)) {
     const double el = now_s() - started_;

@@ -3,8 +3,9 @@
 #include <torch/nn/utils/clip_grad.h>
 
 #include <cmath>
-#include <mutex>
 #include <limits>
+#include <mutex>
+#include <sstream>
 
 #include "ddpm/compat.h"
 #include "ddpm/errors.h"
@@ -105,15 +106,6 @@ StepStats Trainer::step() {
   if (y.defined()) y = y.to(device_);
   auto t = mine(draw.t).to(device_);
   auto losses = training_losses(diffusion_, as_denoiser(net_), x0, t, y, noise, config_.loss, decoder_);
-  if (comm_ && adaptive_timesteps_) {
-    // An adaptive sampler must see the losses of the whole global batch, on every rank alike.
-    auto all = at::zeros({G}, losses.loss.options().device(at::kCPU));
-    all.slice(0, lo, lo + B).copy_(losses.loss.detach());
-    comm_->allreduce_sum({all});
-    timesteps_->update(draw.t, all);
-  } else {
-    timesteps_->update(draw.t, losses.loss);
-  }
   auto loss = (losses.loss * mine(draw.weights).to(device_)).mean();
 
   for (auto& p : params_) p.mutable_grad() = at::Tensor();
@@ -133,6 +125,30 @@ StepStats Trainer::step() {
       if (p.grad().defined()) s += p.grad().pow(2).sum().item<double>();
     gnorm = std::sqrt(s);
   }
+  // A non-finite step changes nothing. The gradient norm is the same on every rank (taken after the allreduce, which
+  // spreads any rank's NaN), so all ranks stop together; the loss is checked on its own without ranks.
+  const double loss_value = loss.item<double>();
+  if (!std::isfinite(gnorm) || (!comm_ && !std::isfinite(loss_value))) {
+    auto shown = [](double v) {
+      std::ostringstream o;
+      if (std::isnan(v)) o << "NaN";
+      else o << v;
+      return o.str();
+    };
+    std::ostringstream m;
+    m << "training diverged at step " << step_ + 1 << ": the loss is " << shown(loss_value)
+      << " and the gradient norm " << shown(gnorm) << "; that step's update was not applied";
+    throw TrainingDiverged(m.str());
+  }
+  if (comm_ && adaptive_timesteps_) {
+    // An adaptive sampler must see the losses of the whole global batch, on every rank alike.
+    auto all = at::zeros({G}, losses.loss.options().device(at::kCPU));
+    all.slice(0, lo, lo + B).copy_(losses.loss.detach());
+    comm_->allreduce_sum({all});
+    timesteps_->update(draw.t, all);
+  } else {
+    timesteps_->update(draw.t, losses.loss);
+  }
   const double lr =
       config_.warmup > 0 ? config_.lr * std::min(1.0, static_cast<double>(step_ + 1) / config_.warmup) : config_.lr;
   adam_->step(lr);
@@ -146,7 +162,7 @@ StepStats Trainer::step() {
   }
   StepStats s;
   s.step = step_;
-  s.loss = loss.item<double>();
+  s.loss = loss_value;
   s.mse = mean_or_nan(losses.mse);
   s.vb = mean_or_nan(losses.vb);
   if (comm_) {

@@ -144,7 +144,7 @@ void register_train(CLI::App& app) {
   a->diffusion.add(c, true);
   c->add_option("--steps", r.steps, "optimisation steps [" + std::to_string(d.steps) + "]");
   c->add_option("--batch", r.batch, "batch size [" + std::to_string(d.batch) + "]");
-  c->add_option("--lr", r.lr, "Adam learning rate [" + fmt(d.lr) + "]");
+  c->add_option("--lr", r.lr, "Adam learning rate [" + fmt(d.lr) + "]; with --resume, the rate to go on with (a decay, or a lower one after a divergence)");
   c->add_option("--warmup", r.warmup, "linear learning-rate warm-up steps [0]");
   c->add_option("--grad-clip", r.grad_clip, "gradient-norm clip (0 = off) [" + fmt(d.grad_clip) + "]");
   c->add_option("--ema-decay", r.ema_decay, "EMA decay of the weights [" + fmt(d.ema_decay) + "]");

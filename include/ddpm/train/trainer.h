@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "ddpm/errors.h"
 #include "ddpm/losses.h"
 #include "ddpm/models/network.h"
 #include "ddpm/store/train_state.h"
@@ -20,6 +21,13 @@
 #include "ddpm/train/loader.h"
 
 namespace ddpm {
+
+/// A step whose loss or gradient norm is not finite (a learning rate far too large, a network that overflowed). The
+/// step's update is not applied, so the weights, optimiser and EMA stay those of the last finite step.
+class TrainingDiverged : public Error {
+ public:
+  using Error::Error;
+};
 
 struct StepStats {
   int64_t step = 0;   ///< steps completed
@@ -45,7 +53,8 @@ class Trainer {
           std::shared_ptr<Communicator> comm = nullptr);
 
   /// One optimisation step on the next batch. It seeds LibTorch's default CPU generator (which dropout uses) from
-  /// (seed, step, rank) first, so every step is a function of the state alone and resumption is exact.
+  /// (seed, step, rank) first, so every step is a function of the state alone and resumption is exact. Throws
+  /// TrainingDiverged, before changing any state, when the loss or the (all-reduced) gradient norm is not finite.
   StepStats step();
   int64_t steps_done() const { return step_; }
   bool finished() const { return step_ >= config_.steps; }
