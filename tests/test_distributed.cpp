@@ -23,6 +23,7 @@
 #include "ddpm/io/safetensors.h"
 #include "ddpm/train/distributed.h"
 #include "ddpm/train/loader.h"
+#include "cli_support.h"
 #include "support.h"
 
 extern char** environ;
@@ -43,27 +44,12 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-struct Result {
-  int code;
-  std::string output;
-};
+using ddpm::test::count_lines;
+using ddpm::test::Result;
 
 /// Runs the CLI with extra environment variables ("A=1 B=2 ").
 Result run(const std::string& env, const std::string& args) {
-  const std::string cmd = "env " + env + " " + std::string(DDPM_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
-
-int count_lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
+  return ddpm::test::shell("env " + env + " " + std::string(DDPM_CLI) + " " + args + " 2>&1");
 }
 
 std::string dir() {
