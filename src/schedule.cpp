@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "ddpm/errors.h"
+#include "ddpm/resources.h"
 
 namespace ddpm {
 namespace {
@@ -13,8 +14,15 @@ namespace {
 // Python's round() and numpy's round both round half to even; the reference timestep lists depend on it.
 int64_t round_half_even(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
+/// Bytes a diffusion holds per timestep: about 20 arrays of doubles (β, ᾱ, the posterior coefficients, their
+/// tensors) and the timestep map, rounded up.
+constexpr uint64_t kScheduleBytesPerStep = 256;
+
 void check_timesteps(int64_t T) {
   if (T < 1) throw InvalidArgument("the number of diffusion timesteps must be at least 1 (got " + std::to_string(T) + ")");
+  // A diffusion keeps about 20 per-step arrays of doubles (β, ᾱ, posterior coefficients, their tensors, the map).
+  require_memory(bytes_of(static_cast<uint64_t>(T), kScheduleBytesPerStep),
+                 "a noise schedule of T = " + std::to_string(T) + " steps", "use fewer timesteps", "timesteps");
 }
 
 std::vector<double> betas_from_alpha_bar(int64_t T, double (*alpha_bar)(double), double max_beta) {

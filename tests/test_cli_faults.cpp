@@ -170,3 +170,17 @@ TEST(Faults, DataFileVanishingMidRunDoesNotStopItAndResumingSaysWhichFile) {
   EXPECT_EQ(ddpm::load_train_state(ckpt).meta.at("step").get<int64_t>(), 1500);
   expect_one_line_error("train --resume --steps 1600 --out " + d + "/run", "points.npy");
 }
+
+TEST(Faults, WorkTooBigForTheMachineIsRefusedUpFrontWithWhatItNeeds) {
+  // Each of these once ran into the allocator or the kernel: now one line, before any work, naming the setting.
+  expect_one_line_error("schedule -T 10000000000 --json", "needs about 2.3 TiB of memory");
+  expect_one_line_error("schedule -T 10000000000 --json", "use fewer --timesteps");
+  expect_one_line_error("sample -m gaussian:mean=0,std=1,dim=1000000 -n 100000000", "items in batches of 250 needs about");
+  expect_one_line_error("sample -m gaussian:mean=0,std=1,dim=1000000 -n 100000000", "give a smaller --batch");
+  const std::string model = std::string(DDPM_SOURCE_DIR) + "/models/fashion-mnist.safetensors";
+  ::setenv("DDPM_MEMORY_LIMIT", "2G", 1);  // the machine's memory, as the check sees it (children inherit it)
+  expect_one_line_error("sample -m " + model + " -n 2000 --batch 2000 --steps 2", "this machine has 2.0 GiB available");
+  expect_one_line_error("train --preset fashion-mnist --batch 4096 --steps 1 --out " + dir() + "/big",
+                        "a training step with batches of 4096 needs about");
+  ::unsetenv("DDPM_MEMORY_LIMIT");
+}

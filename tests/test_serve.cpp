@@ -5,11 +5,13 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "ddpm/compat.h"
 #include "ddpm/data/images.h"
 #include "ddpm/errors.h"
 #include "ddpm/serve/api.h"
@@ -322,5 +324,63 @@ TEST(Generation, EditAndInpaintCommandsWriteTheSameImages) {
     ASSERT_EQ(shell("cd " + dir + " && " + std::string(DDPM_CLI) + cmd.substr(4) + " -q"), 0) << cmd;
     const std::string prefix = out + (r == &edit ? "/edit_" : "/inpaint_");
     for (int64_t i = 0; i < 2; ++i) EXPECT_EQ(slurp(prefix + std::to_string(i) + ".png"), encode_image_png(x[i])) << cmd;
+  }
+}
+
+TEST(Generation, BatchesRunOnOneGeneratorAndTheFirstIsARunOfItsSize) {
+  // 8gaussians' exact denoiser, DDPM (noise at every step) and DDIM η = 0 (x_T only), every class.
+  auto m = open_model("gmm:8gaussians");
+  for (const std::string sampler : {"ddpm", "ddim"}) {
+    GenerationRequest r;
+    r.sampler.name = sampler;
+    r.sampler.steps = 20;
+    r.per_class = true;
+    r.num = 5;  // 40 items
+    r.seed = 3;
+    r.batch = 0;  // all at once
+    const auto whole = generate(m, r);
+    ASSERT_EQ(whole.size(0), 40);
+    r.batch = 40;
+    EXPECT_TRUE(generate(m, r).equal(whole)) << sampler << ": a batch of every item is the unbatched run";
+    r.batch = 16;  // 16 + 16 + 8
+    std::vector<int64_t> done;
+    GenerationCallbacks cb;
+    int64_t last_total = 0;
+    cb.progress = [&](int64_t d, int64_t total) {
+      done.push_back(d);
+      last_total = total;
+    };
+    const auto batched = generate(m, r, cb);
+    ASSERT_EQ(batched.sizes(), whole.sizes());
+    EXPECT_EQ(last_total, 3 * 20);
+    ASSERT_FALSE(done.empty());
+    EXPECT_EQ(done.back(), 3 * 20);
+    EXPECT_TRUE(std::is_sorted(done.begin(), done.end()));
+    // The first batch: a run of 16 items alone, with the labels of the first 16 items (classes 0, 0, ..., 3).
+    GenerationRequest alone;
+    alone.sampler = r.sampler;
+    alone.seed = 3;
+    alone.num = 16;
+    auto labels = at::arange(8, at::TensorOptions().dtype(at::kLong)).repeat_interleave(5).slice(0, 0, 16);
+    at::Tensor first;
+    {
+      auto gen = compat::make_cpu_generator(3);
+      auto x_T = at::randn({16, 2}, gen);
+      SampleOptions o;
+      o.y = labels;
+      o.clip_denoised = false;
+      first = run_sampler(r.sampler, r.sampler.process(m.diffusion), m.denoiser, x_T, gen, o);
+    }
+    EXPECT_TRUE(batched.slice(0, 0, 16).equal(first)) << sampler;
+    // Every item is still of its class: the batches carry their slice of the labels.
+    auto nearest = [&](const at::Tensor& x) {
+      std::vector<float> mu;
+      for (const auto& c : m.mixture->means) mu.insert(mu.end(), c.begin(), c.end());
+      auto means = at::tensor(mu).reshape({8, 2});
+      auto d = (x.unsqueeze(1) - means.unsqueeze(0)).pow(2).sum(-1);
+      return d.argmin(1);
+    };
+    EXPECT_TRUE(nearest(batched).equal(at::arange(8, at::TensorOptions().dtype(at::kLong)).repeat_interleave(5)))
+        << sampler;
   }
 }

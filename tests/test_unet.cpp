@@ -152,6 +152,16 @@ TEST(UNetCost, FlopsOfATinyNetworkByHand) {
   EXPECT_DOUBLE_EQ(c.linear_flops, linear);
   EXPECT_EQ(c.parameters, ddpm::UNet(o).num_parameters());
   EXPECT_EQ(c.convs.size(), 1u + 2 + 2 * 2 + 4 + 2 * 3 + 1);
+  // Memory: the skips are conv_in's and the down block's outputs (4 channels × 64 pixels each); the largest tensor
+  // is an up block's concatenated input (8 × 64); the middle attention's scores are 64² (one head); every
+  // convolution's input plus output, summed layer by layer as above.
+  EXPECT_DOUBLE_EQ(c.skip_floats, 2 * 4 * px);
+  EXPECT_DOUBLE_EQ(c.largest_floats, 8 * px);
+  EXPECT_DOUBLE_EQ(c.attention_scores, px * px);
+  auto io = [&](double in, double out) { return (in + out) * px; };
+  const double res44_io = 2 * io(4, 4), res84_io = io(8, 4) + io(4, 4) + io(8, 4);
+  EXPECT_DOUBLE_EQ(c.activation_floats, io(1, 4) + res44_io + 2 * res44_io + 4 * io(4, 4) + 2 * res84_io + io(4, 1));
+  EXPECT_DOUBLE_EQ(c.inference_bytes(), 4 * (2 * 4 * px + 6 * 8 * px + 2 * px * px));
 }
 
 TEST(UNet, ThePyTorchBaselineOfTheBenchmarkIsTheSameNetwork) {

@@ -11,6 +11,7 @@
 #include "ddpm/models/embedding.h"
 #include "ddpm/models/dropout.h"
 #include "ddpm/models/group_norm.h"
+#include "ddpm/models/unet_cost.h"
 
 namespace ddpm {
 namespace {
@@ -330,5 +331,14 @@ void UNet::set_compute_precision(ComputePrecision p) {
 }
 
 nlohmann::json UNet::config() const { return options_.to_json(); }
+
+}  // namespace ddpm
+
+namespace ddpm {
+
+double UNet::memory_per_item(bool training) const {
+  const UNetCost c = unet_cost(options_, options_.image_size);
+  return training ? c.training_bytes() : c.inference_bytes();
+}
 
 }  // namespace ddpm

@@ -16,6 +16,9 @@ UNetCost unet_cost(const UNetOptions& op, int64_t side) {
     const int64_t pad_total = op.downsample_padding == DownsamplePadding::tf_same ? 1 : 2 * (k / 2);
     const int64_t out_side = stride == 1 ? s : (s + pad_total - k) / stride + 1;
     ConvShape cs{in, out, k, stride, s, out_side};
+    const double fin = static_cast<double>(in * s * s), fout = static_cast<double>(out * out_side * out_side);
+    c.largest_floats = std::max({c.largest_floats, fin, fout});
+    c.activation_floats += fin + fout;
     c.parameters += in * out * k * k + out;
     c.conv_flops += cs.flops();
     c.convs.push_back(cs);
@@ -38,6 +41,7 @@ UNetCost unet_cost(const UNetOptions& op, int64_t side) {
     norm(channels);
     for (int i = 0; i < 3; ++i) conv(channels, channels, 1, 1, s);
     const double n = static_cast<double>(s * s);
+    c.attention_scores = std::max(c.attention_scores, n * n * static_cast<double>(UNet::heads_for(op, channels, false)));
     c.attention_flops += 2 * (2.0 * n * n * static_cast<double>(channels));  // QᵀK and V·Wᵀ
     conv(channels, channels, 1, 1, s);                                       // proj_out
   };
@@ -54,6 +58,8 @@ UNetCost unet_cost(const UNetOptions& op, int64_t side) {
   const int64_t L = static_cast<int64_t>(op.channel_mult.size());
   std::vector<int64_t> skip_ch = {ch}, skip_side = {side}, level_side(L);
   int64_t cur = ch, s = side;
+  auto skip = [&] { c.skip_floats += static_cast<double>(skip_ch.back() * skip_side.back() * skip_side.back()); };
+  skip();
   for (int64_t i = 0; i < L; ++i) {
     level_side[i] = s;
     const int64_t out = ch * op.channel_mult[i];
@@ -63,11 +69,13 @@ UNetCost unet_cost(const UNetOptions& op, int64_t side) {
       if (has_attn(i)) attention(cur, s);
       skip_ch.push_back(cur);
       skip_side.push_back(s);
+      skip();
     }
     if (i != L - 1) {
       s = conv(cur, cur, 3, 2, s);
       skip_ch.push_back(cur);
       skip_side.push_back(s);
+      skip();
     }
   }
   resblock(cur, cur, s);

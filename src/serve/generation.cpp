@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "ddpm/compat.h"
 #include "ddpm/errors.h"
+#include "ddpm/resources.h"
 
 namespace ddpm {
 namespace {
@@ -97,16 +99,38 @@ void validate_generation(const Model& model, const GenerationRequest& r) {
   (void)r.sampler.timesteps(model.diffusion);  // steps and spacing fit the model
 }
 
+int64_t GenerationRequest::batch_size(const Model& model) const {
+  const int64_t n = count(model);
+  return batch > 0 ? std::min(batch, n) : n;
+}
+
+uint64_t GenerationRequest::memory(const Model& model) const {
+  const int64_t n = count(model), b = batch_size(model);
+  uint64_t item = 1;
+  for (int64_t d : model.item_shape) item = bytes_of(item, static_cast<uint64_t>(std::max<int64_t>(d, 0)));
+  // Every item's x_T and result live through the run; a batch adds the network's activations and the sampler's
+  // own tensors (x, x̂0, ε, noise, the solver's history: about 8 per item).
+  double net = model.network ? model.network->memory_per_item(false) : 0.0;
+  if (net <= 0) net = 16.0 * 8.0 * static_cast<double>(item);  // exact denoisers and TorchScript: a guess
+  const long double total = 2.0L * 4 * static_cast<long double>(item) * static_cast<long double>(n) +
+                            static_cast<long double>(b) * (static_cast<long double>(net) + 8.0L * 4 * item);
+  return total >= 1.8e19L ? std::numeric_limits<uint64_t>::max() : static_cast<uint64_t>(total);
+}
+
 at::Tensor generate(const Model& model, const GenerationRequest& r, const GenerationCallbacks& cb) {
   validate_generation(model, r);
-  const int64_t n = r.count(model);
+  const int64_t n = r.count(model), B = r.batch_size(model);
+  require_memory(r.memory(model),
+                 "generating " + std::to_string(n) + (n == 1 ? " item" : " items") + " in batches of " + std::to_string(B),
+                 B > 1 ? "give a smaller batch, or fewer items" : "give fewer items", B > 1 ? "batch" : "num");
   SampleOptions opts;
   opts.clip_denoised = r.clip.value_or(model.is_image());
   const int64_t classes = r.classifier ? r.classifier_classes : model.num_classes;
+  at::Tensor labels;
   if (r.per_class) {
-    opts.y = at::arange(classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(r.num);
+    labels = at::arange(classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(r.num);
   } else if (r.klass) {
-    opts.y = at::full({n}, *r.klass, at::TensorOptions().dtype(at::kLong));
+    labels = at::full({n}, *r.klass, at::TensorOptions().dtype(at::kLong));
   }
   Denoiser denoiser = r.guidance != 0.0 ? model.guided(r.guidance) : model.denoiser;
   if (r.classifier) {
@@ -132,31 +156,51 @@ at::Tensor generate(const Model& model, const GenerationRequest& r, const Genera
       return inner(x, t, y);
     };
   }
+  if (r.edit_from.defined() && r.strength == 0.0 && !r.inpaint_mask.defined()) return r.edit_from.to(at::kFloat).clone();
   auto gen = compat::make_cpu_generator(r.seed);
-  at::Tensor x_T = r.x_T.defined() ? r.x_T.to(at::kFloat) : at::randn(model.batch_shape(n), gen);
   auto kept = r.sampler.timesteps(model.diffusion);
   auto process = r.sampler.process(model.diffusion);
   const int64_t T = model.diffusion.timesteps;
-  if (r.edit_from.defined() && r.strength < 1.0 && !r.inpaint_mask.defined()) {
-    if (r.strength == 0.0) return r.edit_from.to(at::kFloat).clone();
-    // x_T drawn above is the noise of q_sample: the same seed gives the same noise at every strength.
-    const int64_t t0 = std::clamp<int64_t>(std::llround(r.strength * static_cast<double>(T)) - 1, 0, T - 1);
+  const bool sdedit = r.edit_from.defined() && r.strength < 1.0 && !r.inpaint_mask.defined();
+  int64_t t0 = T - 1;
+  if (sdedit) {
+    t0 = std::clamp<int64_t>(std::llround(r.strength * static_cast<double>(T)) - 1, 0, T - 1);
     kept = timesteps_up_to(kept, t0);
     process = model.diffusion.respaced(kept);
-    auto full = model.diffusion.make();
-    x_T = full.q_sample(r.edit_from.to(at::kFloat), at::full({n}, t0, at::TensorOptions().dtype(at::kLong)), x_T);
   }
   const int64_t steps = static_cast<int64_t>(kept.size());
-  if (cb.on_step) {
-    opts.on_step = [&](int64_t i, const at::Tensor& x, const at::Tensor& x0) {
-      cb.on_step(steps - i, steps, kept[static_cast<size_t>(i)], x, x0);
-    };
+  const int64_t batches = (n + B - 1) / B;
+  std::vector<at::Tensor> parts;
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t off = b * B, nb = std::min(B, n - off);
+    SampleOptions o = opts;
+    if (labels.defined()) o.y = labels.slice(0, off, off + nb);
+    if (cb.on_step) {
+      o.on_step = [&](int64_t i, const at::Tensor& x, const at::Tensor& x0) {
+        cb.on_step(steps - i, steps, kept[static_cast<size_t>(i)], x, x0);
+      };
+    }
+    if (cb.progress) {
+      o.progress = [&, b](int64_t done, int64_t total) { cb.progress(b * total + done, batches * total); };
+    }
+    // One generator through every batch: the first batch is exactly a run of its size alone.
+    at::Tensor x_T = r.x_T.defined() ? r.x_T.slice(0, off, off + nb).to(at::kFloat) : at::randn(model.batch_shape(nb), gen);
+    at::Tensor from = r.edit_from.defined() ? r.edit_from.slice(0, off, off + nb).to(at::kFloat) : at::Tensor();
+    if (sdedit) {
+      // x_T drawn above is the noise of q_sample: the same seed gives the same noise at every strength.
+      auto full = model.diffusion.make();
+      x_T = full.q_sample(from, at::full({nb}, t0, at::TensorOptions().dtype(at::kLong)), x_T);
+    }
+    if (cb.cancel && cb.cancel->load()) throw Cancelled("cancelled");
+    if (r.inpaint_mask.defined()) {
+      const auto& m = r.inpaint_mask;
+      auto mask = (m.size(0) == 1 ? m : m.slice(0, off, off + nb)).to(at::kFloat);
+      parts.push_back(repaint_sample(process, denoiser, from, mask, x_T, gen, r.repaint, o));
+    } else {
+      parts.push_back(run_sampler(r.sampler, process, denoiser, x_T, gen, o));
+    }
   }
-  opts.progress = cb.progress;
-  if (cb.cancel && cb.cancel->load()) throw Cancelled("cancelled");
-  if (r.inpaint_mask.defined())
-    return repaint_sample(process, denoiser, r.edit_from.to(at::kFloat), r.inpaint_mask.to(at::kFloat), x_T, gen, r.repaint, opts);
-  return run_sampler(r.sampler, process, denoiser, x_T, gen, opts);
+  return parts.size() == 1 ? parts[0] : at::cat(parts);
 }
 
 std::string sample_command(const std::string& model_path, const GenerationRequest& r, int threads,
@@ -190,6 +234,7 @@ std::string sample_command(const std::string& model_path, const GenerationReques
     if (r.clip) c += *r.clip ? " --clip" : " --no-clip";
     c += " -n " + std::to_string(r.num);
   }
+  if (!edit && !inpaint && r.batch != kDefaultBatch) c += " --batch " + std::to_string(r.batch);
   c += " --seed " + std::to_string(r.seed) + " --png-dir " + shell_word(png_dir);
   return c;
 }

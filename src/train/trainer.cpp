@@ -9,6 +9,7 @@
 
 #include "ddpm/compat.h"
 #include "ddpm/errors.h"
+#include "ddpm/resources.h"
 
 namespace ddpm {
 namespace {
@@ -41,6 +42,14 @@ Trainer::Trainer(std::shared_ptr<Network> net, DiffusionConfig diffusion, TrainC
     throw InvalidArgument("a class-conditional network needs a labelled data set");
   if (labels_.defined() && num_classes_ > 0 && labels_.max().item<int64_t>() >= num_classes_)
     throw InvalidArgument("labels exceed the network's " + std::to_string(num_classes_) + " classes");
+  if (device_.is_cpu()) {
+    // A step holds the batch's activations and gradients; the run holds weights, EMA, gradients and Adam's two
+    // moments (five float copies of the parameters).
+    const double need = static_cast<double>(config_.batch) * net_->memory_per_item(true) +
+                        20.0 * static_cast<double>(net_->num_parameters());
+    require_memory(need >= 1.8e19 ? std::numeric_limits<uint64_t>::max() : static_cast<uint64_t>(need),
+                   "a training step with batches of " + std::to_string(config_.batch), "give a smaller batch", "batch");
+  }
   timesteps_ = make_timestep_sampler(config_.timestep_sampler, diffusion_.num_timesteps());
   adaptive_timesteps_ = timesteps_->state().defined();
   net_->to(device_);

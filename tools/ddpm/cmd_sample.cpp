@@ -25,7 +25,7 @@ struct SampleArgs {
   std::optional<int64_t> klass;
   std::string classifier;
   double classifier_scale = 1.0;
-  int64_t num = 1000;
+  int64_t num = 1000, batch = kDefaultBatch;
   uint64_t seed = 0;
   bool json = false, clip = false, no_clip = false, per_class = false;
   std::string png_dir;
@@ -35,6 +35,7 @@ struct SampleArgs {
 void run_sample(SampleArgs& a) {
   a.sampler.validate();
   if (a.num < 1) throw InvalidArgument("--num must be at least 1");
+  if (a.batch < 0) throw InvalidArgument("--batch must be at least 1 (or 0: every item at once)");
   check_writable(a.out_npy);
   check_writable(a.plot);
   if (a.guidance_scale) a.guidance = *a.guidance_scale - 1.0;  // diffusers' scale s = 1 + w
@@ -49,6 +50,7 @@ void run_sample(SampleArgs& a) {
   req.per_class = a.per_class;
   req.num = a.num;
   req.seed = a.seed;
+  req.batch = a.batch;
   if (a.clip) req.clip = true;
   if (a.no_clip) req.clip = false;
   if (a.per_class && h.num_classes == 0 && a.classifier.empty()) throw InvalidArgument("--per-class needs a class-conditional model");
@@ -69,7 +71,8 @@ void run_sample(SampleArgs& a) {
     req.x_T = x_T;
   }
 
-  Progress bar("sample " + a.sampler.name + " " + std::to_string(steps) + " steps", a.sampler.model_calls(h.diffusion));
+  const int64_t batches = (req.count(h) + req.batch_size(h) - 1) / req.batch_size(h);
+  Progress bar("sample " + a.sampler.name + " " + std::to_string(steps) + " steps", a.sampler.model_calls(h.diffusion) * batches);
   GenerationCallbacks cb;
   cb.progress = [&](int64_t done, int64_t) { bar.update(done); };
   auto x = generate(h, req, cb);
@@ -151,6 +154,10 @@ void register_sample(CLI::App& app) {
                 "of a gmm: model");
   c->add_option("--classifier-scale", a->classifier_scale, "classifier guidance scale s")->capture_default_str();
   c->add_option("--num,-n", a->num, "number of samples")->capture_default_str();
+  c->add_option("--batch", a->batch,
+                "items through the network at once, 0 = all (memory grows with it; results depend on --seed and --batch, "
+                "and the first batch equals a run of that many items alone)")
+      ->capture_default_str();
   c->add_option("--seed", a->seed, "seed of x_T and the sampler's noise")->capture_default_str();
   c->add_option("--init", a->init, "start from this x_T (.npy, N×D)");
   c->add_flag("--clip", a->clip, "clip x̂0 to [-1, 1] at every step (default for images)");

@@ -256,7 +256,7 @@ std::string flag_for_field(const std::string& field) {
       {"channels", "--channels"},   {"channel_mult", "--channel-mult"}, {"res_blocks", "--res-blocks"},
       {"attention", "--attention"}, {"dropout", "--dropout"},           {"groups", "--groups"},
       {"grad_clip", "--grad-clip"}, {"seed", "--seed"},                 {"random_flip", "--random-flip"},
-      {"conditional", "--conditional"}, {"preset", "--preset"}};
+      {"conditional", "--conditional"}, {"preset", "--preset"},  {"num", "--num"}};
   auto it = flags.find(field);
   return it == flags.end() ? std::string() : it->second;
 }

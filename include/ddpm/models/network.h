@@ -57,6 +57,9 @@ class Network : public torch::nn::Module {
   /// Networks without a reduced-precision path ignore it (and report fp32).
   virtual void set_compute_precision(ComputePrecision) {}
   virtual ComputePrecision compute_precision() const { return ComputePrecision::fp32; }
+  /// Bytes one item needs in a forward pass without gradients (training = false) or in a training step, estimated
+  /// from the architecture, for refusing work up front that cannot fit; 0 when the network cannot say.
+  virtual double memory_per_item(bool /*training*/) const { return 0; }
 };
 
 /// A start-up micro-measurement for `--precision auto`: one forward pass of `batch` random items at t = 500 (no

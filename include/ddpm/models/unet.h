@@ -161,6 +161,7 @@ class UNet : public Network {
   void set_attention_precision(AttentionPrecision p) override;
   void set_compute_precision(ComputePrecision p) override;
   ComputePrecision compute_precision() const override { return compute_; }
+  double memory_per_item(bool training) const override;
 
  private:
   UNetOptions options_;

@@ -23,6 +23,17 @@ struct UNetCost {
   double linear_flops = 0;     ///< timestep MLP and the per-block timestep projections, per image
   double total_flops() const { return conv_flops + attention_flops + linear_flops; }
   std::vector<ConvShape> convs;  ///< in execution order
+  double skip_floats = 0;        ///< the down path's outputs kept for the up path's concatenations, per image
+  double largest_floats = 0;     ///< the largest tensor a layer reads or writes (a concatenation included), per image
+  double attention_scores = 0;   ///< the largest attention score matrix (tokens² · heads), per image
+  double activation_floats = 0;  ///< every convolution's input and output, summed: what autograd keeps, roughly
+  /// Bytes one image needs during a forward pass without gradients (sampling): the skips, a few tensors of the
+  /// largest size alive at once in a block, and two score matrices (scores, softmax).
+  double inference_bytes() const { return 4.0 * (skip_floats + 6.0 * largest_floats + 2.0 * attention_scores); }
+  /// Bytes one image needs in a training step: the activations autograd saves (about every convolution's input
+  /// and output; the normalisations' and SiLUs' share them or are fused), the score matrices, and the gradients
+  /// flowing back, of one forward pass's size. Measured against peak memory in docs/RESULTS.md (Reliability).
+  double training_bytes() const { return 4.0 * (activation_floats + 2.0 * attention_scores) + inference_bytes(); }
 };
 
 /// The cost of UNet(options) on square images of `side` pixels (GroupNorm, SiLU, softmax and adds, being O(size),

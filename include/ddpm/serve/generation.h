@@ -17,6 +17,9 @@
 
 namespace ddpm {
 
+/// `ddpm sample`'s batch size, which the server uses too (so that its jobs are the command line's, byte for byte).
+constexpr int64_t kDefaultBatch = 250;
+
 struct GenerationRequest {
   SamplerSpec sampler;
   double guidance = 0.0;          ///< classifier-free guidance weight w (needs a class or per_class)
@@ -44,11 +47,20 @@ struct GenerationRequest {
   int64_t classifier_classes = 0;  ///< the classifier's K (classes are checked against it)
   double classifier_scale = 1.0;
   std::string classifier_spec;     ///< as the command line names it (--classifier)
+  /// At most this many items go through the network at once (0 = all of them; `ddpm sample --batch`). Batches run one after another on
+  /// one random generator, so a run's first batch is exactly the run of that many items alone, and the result
+  /// depends on the seed and on this batch size.
+  int64_t batch = kDefaultBatch;
 
   /// Items generated: num, times the classes with per_class (or x_T's count).
   int64_t count(const Model& model) const;
   /// Network calls of the run (a guided call counts once): the sampler's, RePaint's resamplings included.
   int64_t calls(const DiffusionConfig& diffusion) const;
+  /// Items per batch: batch, or count(model) when that is smaller or batch is 0.
+  int64_t batch_size(const Model& model) const;
+  /// Bytes the run needs, estimated: every item's x_T and result, and one batch's network activations
+  /// (Network::memory_per_item) and sampler tensors. generate() refuses a run above available_memory().
+  uint64_t memory(const Model& model) const;
 };
 
 struct GenerationCallbacks {
@@ -64,7 +76,8 @@ struct GenerationCallbacks {
 /// InvalidArgument with the field at fault ("class", "guidance", "num", "steps", "eta", ...).
 void validate_generation(const Model& model, const GenerationRequest& request);
 
-/// validate_generation, then runs the sampler; returns [count, item_shape...].
+/// validate_generation, then runs the sampler batch by batch; returns [count, item_shape...]. Throws OutOfMemory
+/// (field "batch", or "num" for batches of one) when request.memory(model) exceeds the memory available.
 at::Tensor generate(const Model& model, const GenerationRequest& request, const GenerationCallbacks& callbacks = {});
 
 /// The `ddpm sample` command line (`ddpm edit` for an edit, `ddpm inpaint` with a mask) that generates the same
