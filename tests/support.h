@@ -10,9 +10,23 @@
 
 #include "ddpm/compat.h"
 #include "ddpm/diffusion.h"
+#include "ddpm/models/unet.h"
 #include "ddpm/schedule.h"
 
 namespace ddpm::test {
+
+/// A two-level U-Net of 1×16×16 images, small enough to build and run in a test; attention only where asked.
+inline UNetOptions tiny_unet_options(std::vector<int64_t> attention_resolutions = {}) {
+  UNetOptions o;
+  o.in_channels = 1;
+  o.image_size = 16;
+  o.base_channels = 8;
+  o.channel_mult = {1, 2};
+  o.num_res_blocks = 1;
+  o.attention_resolutions = std::move(attention_resolutions);
+  o.groups = 4;
+  return o;
+}
 
 inline at::Generator gen(uint64_t seed) { return compat::make_cpu_generator(seed); }
 

@@ -56,6 +56,17 @@ TEST(Images, ReadsIdxFilesPlainAndGzipped) {
   std::ofstream(tmp("lab2.idx"), std::ios::binary) << be32(2049) + be32(2) + std::string("\x01\x02", 2);
   EXPECT_THROW(read_idx(tmp("img.gz"), tmp("lab2.idx")), FormatError);  // 2 labels for 3 images
   EXPECT_THROW(read_idx(tmp("missing.gz")), IoError);
+  // Sizes whose product wraps past 64 bits (2^31 · 2^31 · 4 ≡ 0) must not pass for the zero bytes present (found
+  // by fuzz_idx; fuzz/corpus/fuzz_idx/regress-header-overflow).
+  write_idx_gz(tmp("wrap.gz"), be32(2051) + be32(0x80000000u) + be32(0x80000000u) + be32(4));
+  EXPECT_THROW(read_idx(tmp("wrap.gz")), FormatError);
+  // Images without pixels, in a count whose product with a side overflows (fuzz_idx:
+  // regress-empty-dimension-overflow).
+  write_idx_gz(tmp("empty.gz"), be32(2051) + be32(0xffffffffu) + be32(0xffffffffu) + be32(0));
+  EXPECT_THROW(read_idx(tmp("empty.gz")), FormatError);
+  // No images, but of sides no tensor can hold (fuzz_idx: regress-no-images-of-huge-side).
+  write_idx_gz(tmp("huge.gz"), be32(2051) + be32(0) + be32(0xffffffffu) + be32(0xffffffffu));
+  EXPECT_THROW(read_idx(tmp("huge.gz")), FormatError);
 }
 
 TEST(Images, FashionMnistFromDebian) {

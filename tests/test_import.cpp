@@ -12,6 +12,7 @@
 #include "ddpm/io/npy.h"
 #include "ddpm/models/torchscript.h"
 #include "ddpm/models/unet_cost.h"
+#include "ddpm/resources.h"
 #include "ddpm/samplers.h"
 #include "ddpm/store/checkpoint.h"
 #include "ddpm/store/import.h"
@@ -277,6 +278,21 @@ TEST(ImportDiffusers, EveryUnsupportedSettingIsRefusedByName) {
   EXPECT_NE(refusal<FormatError>([&] { import_diffusers(tmpdir("empty")); }).find("not a diffusers model folder"),
             std::string::npos);
   EXPECT_THROW(import_diffusers(data("absent")), IoError);
+  // Values of the wrong JSON type, a config that is not an object, and a network too large to allocate: one typed
+  // error each, naming the file (found by fuzz_import_config; regress-config-not-an-object).
+  const auto wrong = diffusers_variant("ddpm_tf", "config.json", "layers_per_block", "two");
+  EXPECT_NE(refusal<FormatError>([&] { import_diffusers(wrong); }).find("config.json': a value of the wrong type"),
+            std::string::npos);
+  const auto sched = diffusers_variant("ddpm_tf", "scheduler_config.json", "num_train_timesteps", {1000});
+  EXPECT_NE(refusal<FormatError>([&] { import_diffusers(sched); }).find("scheduler_config.json': a value of the wrong type"),
+            std::string::npos);
+  const auto scalar = tmpdir("scalar");
+  std::ofstream(fs::path(scalar) / "config.json") << "31.0";
+  EXPECT_NE(refusal<FormatError>([&] { import_diffusers(scalar); }).find("must hold a JSON object"), std::string::npos);
+  const auto huge = diffusers_variant("ddpm_tf", "config.json", "block_out_channels", {65536, 65536, 65536, 65536});
+  EXPECT_NE(refusal<OutOfMemory>([&] { import_diffusers(huge); }).find("a U-Net of "), std::string::npos);
+  const auto wide = diffusers_variant("ddpm_tf", "config.json", "block_out_channels", {1 << 20, 1 << 21, 1 << 21, 1 << 21});
+  EXPECT_NE(refusal<InvalidArgument>([&] { import_diffusers(wide); }).find("must be 1 to 65536"), std::string::npos);
 }
 
 TEST(ImportDiffusers, SchedulesWithoutANameHereImportAsExplicitBetas) {

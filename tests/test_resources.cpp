@@ -4,16 +4,21 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
 
+#include "ddpm/data/images.h"
 #include "ddpm/diffusion_config.h"
+#include "ddpm/io/plot.h"
 #include "ddpm/models/unet.h"
 #include "ddpm/resources.h"
 #include "ddpm/schedule.h"
 #include "ddpm/serve/generation.h"
 #include "ddpm/store/model.h"
+#include "ddpm/train/run.h"
+#include "support.h"
 
 using namespace ddpm;
 
@@ -136,14 +141,7 @@ TEST(Resources, TheUNetsMemoryPerItemComesFromItsStructure) {
   // A sampling forward pass keeps the skips plus a few tensors of the largest size; a training step keeps every
   // layer's activations besides: per image, training needs several times what sampling does, and without attention
   // (whose scores grow with the pixels squared) both scale with the pixels exactly.
-  UNetOptions o;
-  o.in_channels = 1;
-  o.image_size = 16;
-  o.base_channels = 8;
-  o.channel_mult = {1, 2};
-  o.num_res_blocks = 1;
-  o.attention_resolutions = {};
-  o.groups = 4;
+  auto o = test::tiny_unet_options();
   o.mid_attention = false;
   UNet net(o);
   const double inf = net.memory_per_item(false), train = net.memory_per_item(true);
@@ -153,4 +151,41 @@ TEST(Resources, TheUNetsMemoryPerItemComesFromItsStructure) {
   UNet big(o);
   EXPECT_DOUBLE_EQ(big.memory_per_item(false) / inf, 4.0);
   EXPECT_DOUBLE_EQ(big.memory_per_item(true) / train, 4.0);
+}
+
+TEST(Resources, AnImageSetTooLargeForTheMachineIsRefusedBeforeItIsDecoded) {
+  // Three 64×64 grey PNGs. Reading them needs 3 · 64·64 · 2·3 = 73,728 bytes (decoded pixels and the stacked set);
+  // training on them needs 3 · 64·64 · 2·4 = 98,304 bytes more for the set in floating point.
+  const auto dir = std::filesystem::temp_directory_path() / ("ddpm_test_resources_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::vector<uint8_t> px(64 * 64, 128);
+  for (int i = 0; i < 3; ++i)
+    std::ofstream(dir / ("im" + std::to_string(i) + ".png"), std::ios::binary) << encode_png(px.data(), 64, 64, 1);
+  {
+    MemoryLimit limit("70K");
+    try {
+      (void)read_image_folder(dir.string());
+      ADD_FAILURE() << "no OutOfMemory";
+    } catch (const OutOfMemory& e) {
+      EXPECT_EQ(e.field(), "data");
+      EXPECT_NE(std::string(e.what()).find("reading 3 images of 64×64 needs about 72 KiB"), std::string::npos) << e.what();
+    }
+  }
+  {
+    MemoryLimit limit("80K");  // enough to read them, not to hold them in floating point
+    EXPECT_EQ(read_image_folder(dir.string()).size(), 3);
+    DataSource src;
+    src.spec = "folder:" + dir.string();
+    try {
+      (void)load_training_data(src);
+      ADD_FAILURE() << "no OutOfMemory";
+    } catch (const OutOfMemory& e) {
+      EXPECT_EQ(e.field(), "data");
+      EXPECT_NE(std::string(e.what()).find("the 3 training images in floating point needs about 96 KiB"), std::string::npos)
+          << e.what();
+    }
+  }
+  MemoryLimit limit("1M");
+  EXPECT_EQ(load_training_data(DataSource{"folder:" + dir.string()}).x.size(0), 3);
+  std::filesystem::remove_all(dir);
 }

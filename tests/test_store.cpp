@@ -88,6 +88,41 @@ TEST(OpenModel, TorchScriptWithItsSidecar) {
   EXPECT_EQ(out.sizes(), x.sizes());
 }
 
+TEST(OpenModel, ASidecarOfWrongTypesOrImpossibleShapesIsOneTypedError) {
+  // Found by fuzz_sidecar (regress-wrong-type): a nlohmann type error escaped as an untyped exception.
+  const auto dir = std::filesystem::temp_directory_path() / ("ddpm_test_store_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto pt = (dir / "g.pt").string();
+  std::filesystem::copy_file(std::string(DDPM_TEST_DATA) + "/ts_gaussian.pt", pt,
+                             std::filesystem::copy_options::overwrite_existing);
+  auto refusal = [&](const std::string& sidecar, const std::string& field) {
+    std::ofstream(dir / "g.json") << sidecar;
+    try {
+      (void)open_model(pt);
+    } catch (const FormatError& e) {
+      return std::string("format: ") + e.what();
+    } catch (const InvalidArgument& e) {
+      EXPECT_EQ(e.field(), field) << sidecar;
+      return std::string("argument: ") + e.what();
+    }
+    ADD_FAILURE() << "accepted " << sidecar;
+    return std::string();
+  };
+  EXPECT_NE(refusal(R"({"item_shape": [2], "timesteps": "linear"})", "").find("format: '" + (dir / "g.json").string() +
+                                                                                  "': a value of the wrong type"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"item_shape": "2"})", "").find("format:"), std::string::npos);
+  EXPECT_NE(refusal(R"({"item_shape": [2, 0]})", "item_shape").find("must be positive"), std::string::npos);
+  EXPECT_NE(refusal(R"({"item_shape": [1, 1, 1, 1, 2]})", "item_shape").find("1 to 4 dimensions"), std::string::npos);
+  EXPECT_NE(refusal(R"({"item_shape": [65536, 65536]})", "item_shape").find("4294967296 numbers per item"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"item_shape": [2], "null_label": 3})", "null_label").find("0 to num_classes"), std::string::npos);
+  EXPECT_NE(refusal(R"({"item_shape": [2], "num_classes": -1})", "num_classes").find("0 to 2^24"), std::string::npos);
+  std::ofstream(dir / "g.json") << R"({"item_shape": [2]})";
+  EXPECT_EQ(open_model(pt).item_shape, (std::vector<int64_t>{2}));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(OpenModel, LabelsAndGuidance) {
   auto ring = open_model("gmm:8gaussians");
   EXPECT_TRUE(ring.labels(3, 5).equal(at::full({3}, 5, at::kLong)));

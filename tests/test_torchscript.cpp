@@ -136,14 +136,7 @@ TEST(TorchScript, PyTorchRunsTheExportedModel) {
   if (std::system("/usr/bin/python3 -c 'import torch, numpy' > /dev/null 2>&1") != 0)
     GTEST_SKIP() << "python3-torch is not installed (scripts/setup.sh installs it)";
   c10::InferenceMode guard;
-  UNetOptions o;
-  o.in_channels = 1;
-  o.image_size = 16;
-  o.base_channels = 8;
-  o.channel_mult = {1, 2};
-  o.num_res_blocks = 1;
-  o.attention_resolutions = {8};
-  o.groups = 4;
+  auto o = test::tiny_unet_options({8});
   o.num_classes = 2;
   auto net = std::make_shared<UNet>(o);
   randomise(*net, 8);

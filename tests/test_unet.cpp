@@ -11,6 +11,7 @@
 #include "ddpm/models/embedding.h"
 #include "ddpm/models/unet.h"
 #include "ddpm/models/unet_cost.h"
+#include "ddpm/resources.h"
 #include "support.h"
 
 #include <torch/utils.h>
@@ -79,6 +80,31 @@ TEST(UNet, StableParameterNamesAndTrainability) {
   auto rebuilt = make_network(net.config());
   EXPECT_EQ(rebuilt->num_parameters(), net.num_parameters());
   EXPECT_THROW(net.forward(at::randn({2, 3, 32, 32}), t, {}), InvalidArgument);
+}
+
+TEST(UNet, OptionsBeyondAnyNetworkOrTheMachineAreRefusedBeforeAllocating) {
+  // Configurations come from files (checkpoints, imports): bounds that keep the counting in 64 bits, and the weights'
+  // memory checked before any is allocated (the fuzz_import_config campaign).
+  auto o = test::tiny_unet_options();
+  o.base_channels = 1 << 20;
+  EXPECT_THROW(UNet{o}, InvalidArgument);
+  o = test::tiny_unet_options();
+  o.channel_mult = std::vector<int64_t>(17, 1);
+  EXPECT_THROW(UNet{o}, InvalidArgument);
+  o = test::tiny_unet_options();
+  o.base_channels = 4096;  // 4096² · 9 weights per 3×3 convolution: over 1.8 GiB of weights
+  ::setenv("DDPM_MEMORY_LIMIT", "1G", 1);
+  try {
+    UNet net(o);
+    ADD_FAILURE() << "no OutOfMemory";
+  } catch (const OutOfMemory& e) {
+    EXPECT_EQ(e.field(), "channels");
+    EXPECT_NE(std::string(e.what()).find("a U-Net of " + std::to_string(unet_cost(o, 16).parameters) + " parameters"),
+              std::string::npos) << e.what();
+  }
+  ::unsetenv("DDPM_MEMORY_LIMIT");
+  EXPECT_GT(unet_cost(o, 16).parameters, int64_t{1} << 28);  // the refusal was for a network of over 1 GiB
+  EXPECT_NO_THROW(UNet{test::tiny_unet_options()});
 }
 
 TEST(UNet, FashionPresetScale) {

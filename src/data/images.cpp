@@ -11,6 +11,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/io/file.h"
 #include "ddpm/io/plot.h"
+#include "ddpm/resources.h"
 
 extern "C" {
 unsigned char* stbi_load_from_memory(const unsigned char* buffer, int len, int* x, int* y, int* channels, int desired);
@@ -54,18 +55,22 @@ ImageSet read_idx(const std::string& images_path, const std::string& labels_path
   auto bad = [&](const std::string& p, const std::string& why) { return FormatError("'" + p + "' is not an IDX file: " + why); };
   if (b.size() < 16 || be32(b, 0) != 2051) throw bad(images_path, "expected magic 2051 (unsigned byte, 3 dimensions)");
   const int64_t n = be32(b, 4), h = be32(b, 8), w = be32(b, 12);
-  if (b.size() != static_cast<size_t>(16 + n * h * w))
+  if (h == 0 || w == 0 || h > kMaxImageSide || w > kMaxImageSide)
+    throw bad(images_path, "its images are " + std::to_string(h) + "×" + std::to_string(w) + " pixels (sides 1 to " +
+                               std::to_string(kMaxImageSide) + ")");
+  // The header's product can exceed 64 bits; the bytes present bound every real file.
+  if (bytes_of(n, h, w) != b.size() - 16)
     throw bad(images_path, "truncated (" + std::to_string(b.size()) + " bytes for " + std::to_string(n) + " images)");
   ImageSet s;
   s.images = at::empty({n, 1, h, w}, at::TensorOptions().dtype(at::kByte));
-  std::memcpy(s.images.data_ptr(), b.data() + 16, static_cast<size_t>(n * h * w));
+  if (n > 0) std::memcpy(s.images.data_ptr(), b.data() + 16, b.size() - 16);  // (an empty tensor has no data)
   if (!labels_path.empty()) {
     const std::string l = read_maybe_gz(labels_path);
     if (l.size() < 8 || be32(l, 0) != 2049) throw bad(labels_path, "expected magic 2049 (labels)");
     if (be32(l, 4) != static_cast<uint32_t>(n) || l.size() != static_cast<size_t>(8 + n))
       throw bad(labels_path, "holds " + std::to_string(be32(l, 4)) + " labels for " + std::to_string(n) + " images");
     auto lab = at::empty({n}, at::TensorOptions().dtype(at::kByte));
-    std::memcpy(lab.data_ptr(), l.data() + 8, static_cast<size_t>(n));
+    if (n > 0) std::memcpy(lab.data_ptr(), l.data() + 8, static_cast<size_t>(n));
     s.labels = lab.to(at::kLong);
     s.num_classes = n ? s.labels.max().item<int64_t>() + 1 : 0;
   }
@@ -154,6 +159,14 @@ ImageSet read_image_files(const std::vector<std::string>& files) {
   for (const auto& f : files) {
     if (!fs::is_regular_file(f)) throw IoError("image not found: '" + f + "'");
     images.push_back(decode_one(read_file(f), f));
+    if (images.size() == 1) {
+      // Every image has the first one's size: the decoded pixels and the stacked set need twice its bytes per file.
+      const auto& d = images.front();
+      require_memory(bytes_of(files.size(), static_cast<uint64_t>(d.w) * d.h, 2 * std::max(d.c, 3)),
+                     "reading " + std::to_string(files.size()) + " images of " + std::to_string(d.w) + "×" +
+                         std::to_string(d.h),
+                     "use fewer or smaller images", "data");
+    }
   }
   return stack_decoded(images, files);
 }

@@ -1,6 +1,5 @@
 #include "ddpm/io/curves.h"
 
-#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>

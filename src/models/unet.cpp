@@ -12,6 +12,7 @@
 #include "ddpm/models/dropout.h"
 #include "ddpm/models/group_norm.h"
 #include "ddpm/models/unet_cost.h"
+#include "ddpm/resources.h"
 
 namespace ddpm {
 namespace {
@@ -205,6 +206,19 @@ UNet::UNet(UNetOptions o) : options_(std::move(o)) {
     throw InvalidArgument("attention heads must be positive (num_heads_upsample −1 = num_heads)", "num_heads");
   if (!(op.timestep_scale > 0)) throw InvalidArgument("timestep_scale must be positive", "timestep_scale");
   if (op.freq_shift != 0 && op.freq_shift != 1) throw InvalidArgument("freq_shift must be 0 or 1", "freq_shift");
+  // Bounds far above any real network that keep the counting below in 64 bits (configurations come from files).
+  if (op.image_size > 65536 || op.channel_mult.size() > 16 || op.num_res_blocks > 256 || op.in_channels > 65536 ||
+      op.num_classes > (int64_t{1} << 24))
+    throw InvalidArgument("U-Net options beyond any network this project can build (image side ≤ 65536, ≤ 16 levels, "
+                          "≤ 256 blocks per level, ≤ 65536 input channels, ≤ 2^24 classes)");
+  for (int64_t m : op.channel_mult)
+    if (m < 1 || op.base_channels * m > 65536)
+      throw InvalidArgument("every level's channels (base_channels × channel_mult) must be 1 to 65536", "channel_mult");
+  // Every weight is allocated here: refuse a network that cannot fit before allocating any.
+  const int64_t parameters = unet_cost(op, op.image_size).parameters;
+  require_memory(bytes_of(static_cast<uint64_t>(parameters), sizeof(float)),
+                 "a U-Net of " + std::to_string(parameters) + " parameters",
+                 "use fewer channels or levels", "channels");
   const int64_t ch = op.base_channels, temb_dim = 4 * ch;
   temb_dense0 = register_module("temb_dense0", dense(ch, temb_dim));
   temb_dense1 = register_module("temb_dense1", dense(temb_dim, temb_dim));

@@ -30,10 +30,23 @@ using namespace import_detail;
 nlohmann::json read_json(const fs::path& p) {
   std::ifstream in(p);
   if (!in) throw IoError("cannot read '" + p.string() + "'");
+  nlohmann::json j;
   try {
-    return nlohmann::json::parse(in);
+    j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception&) {
     throw FormatError("'" + p.string() + "' is not valid JSON");
+  }
+  if (!j.is_object()) throw FormatError("'" + p.string() + "' must hold a JSON object of settings");
+  return j;
+}
+
+/// Runs `f` on a configuration, reporting a value of the wrong JSON type as a FormatError naming the file.
+template <class F>
+auto typed(const std::string& file, F&& f) {
+  try {
+    return f();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError("'" + file + "': a value of the wrong type (" + std::string(e.what()) + ")");
   }
 }
 
@@ -336,7 +349,7 @@ ImportedModel import_diffusers(const std::string& dir) {
   const auto config = read_json(config_path);
   ImportedModel m;
   m.source = {{"format", "diffusers"}, {"path", dir}, {"config", config}, {"notes", nlohmann::json::array()}};
-  auto opts = diffusers_unet(config, config_path.string(), m.source["notes"]);
+  auto opts = typed(config_path.string(), [&] { return diffusers_unet(config, config_path.string(), m.source["notes"]); });
   nlohmann::json sched = nlohmann::json::object();
   if (!f.scheduler.empty()) {
     sched = read_json(f.scheduler);
@@ -344,7 +357,8 @@ ImportedModel import_diffusers(const std::string& dir) {
   } else {
     m.source["notes"].push_back("no scheduler_config.json: DDPMScheduler's defaults (linear, T = 1000, fixed_small)");
   }
-  m.diffusion = diffusers_scheduler(sched, f.scheduler.empty() ? "scheduler defaults" : f.scheduler.string(), m.source);
+  const std::string sched_file = f.scheduler.empty() ? "scheduler defaults" : f.scheduler.string();
+  m.diffusion = typed(sched_file, [&] { return diffusers_scheduler(sched, sched_file, m.source); });
   if (opts.learn_sigma != learns_variance(m.diffusion.var_type))
     throw InvalidArgument("'" + config_path.string() + "': out_channels " + std::to_string(opts.in_channels * (opts.learn_sigma ? 2 : 1)) +
                               " does not match the scheduler's variance_type " + name_of(m.diffusion.var_type),

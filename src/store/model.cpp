@@ -11,6 +11,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/models/exact.h"
 #include "ddpm/models/torchscript.h"
+#include "ddpm/resources.h"
 #include "ddpm/samplers.h"
 #include "ddpm/store/checkpoint.h"
 #include "ddpm/store/classifier.h"
@@ -93,11 +94,30 @@ Model open_torchscript(const std::string& spec, const OpenOptions& o) {
   m.kind = Model::Kind::torchscript;
   m.spec = spec;
   m.description = path;
-  m.diffusion = o.diffusion.over(j.get<DiffusionConfig>());
-  m.item_shape = j["item_shape"].get<std::vector<int64_t>>();
-  m.num_classes = j.value("num_classes", int64_t{0});
-  m.null_label = j.value("null_label", m.num_classes);
-  if (m.item_shape.empty()) throw InvalidArgument("'" + side + "': item_shape must not be empty");
+  try {
+    m.diffusion = o.diffusion.over(j.get<DiffusionConfig>());
+    m.item_shape = j["item_shape"].get<std::vector<int64_t>>();
+    m.num_classes = j.value("num_classes", int64_t{0});
+    m.null_label = j.value("null_label", m.num_classes);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError("'" + side + "': a value of the wrong type (" + std::string(e.what()) + ")");
+  }
+  if (m.item_shape.empty() || m.item_shape.size() > 4)
+    throw InvalidArgument("'" + side + "': item_shape must have 1 to 4 dimensions ([D] or [C, H, W])", "item_shape");
+  uint64_t elements = 1;
+  for (int64_t d : m.item_shape) {
+    if (d < 1) throw InvalidArgument("'" + side + "': every item_shape dimension must be positive", "item_shape");
+    elements = bytes_of(elements, static_cast<uint64_t>(d));
+  }
+  if (elements > (uint64_t{1} << 31))
+    throw InvalidArgument("'" + side + "': item_shape holds " + std::to_string(elements) + " numbers per item; at most 2^31",
+                          "item_shape");
+  if (m.num_classes < 0 || m.num_classes > (int64_t{1} << 24))
+    throw InvalidArgument("'" + side + "': num_classes must be 0 to 2^24", "num_classes");
+  if (m.null_label < 0 || m.null_label > m.num_classes)
+    throw InvalidArgument("'" + side + "': null_label must be 0 to num_classes", "null_label");
+  // The probe call below holds an input and an output of one item.
+  require_memory(bytes_of(elements, 3 * sizeof(float)), "probing '" + path + "' with one item", "", "item_shape");
   auto ts = load_torchscript(path, m.null_label);
   if (ts.arity == 3 && m.num_classes == 0)
     throw InvalidArgument("'" + path + "' takes labels (forward(x, t, y)); give \"num_classes\" in '" + side + "'");

@@ -11,6 +11,7 @@
 #include "ddpm/errors.h"
 #include "ddpm/io/file.h"
 #include "ddpm/models/mlp.h"
+#include "ddpm/resources.h"
 #include "ddpm/samplers.h"
 #include "ddpm/store/checkpoint.h"
 
@@ -125,6 +126,10 @@ TrainingData load_training_data(const DataSource& source) {
   TrainingData d;
   if (is_image_spec(source.spec)) {
     auto s = load_image_dataset(source.spec);
+    const int64_t side = std::max(padded_side(s.images.size(2)), s.images.size(2));
+    require_memory(bytes_of(s.images.size(0) * s.images.size(1), static_cast<uint64_t>(side) * side, 2 * sizeof(float)),
+                   "the " + std::to_string(s.images.size(0)) + " training images in floating point",
+                   "train on a smaller image set", "data");
     d.x = to_model_range(s.images, padded_side(s.images.size(2)));
     d.labels = s.labels;
     d.num_classes = s.num_classes;
