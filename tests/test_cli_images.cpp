@@ -119,6 +119,38 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
                      "/ref.safetensors");
   ASSERT_EQ(gen_fid.code, 0) << gen_fid.output;
   EXPECT_TRUE(fs::exists(d + "/ref.safetensors"));
+  // Generated classes are balanced (item i of class i mod 2), and the class accuracy reported is the feature
+  // classifier's agreement with them, recomputed here from the samples it scored.
+  auto accuracy_of = [&](const std::string& npy) {
+    auto c = ddpm::load_classifier(d + "/cls.safetensors");
+    auto x = ddpm::read_npy(npy);
+    auto labels = at::arange(x.size(0), at::TensorOptions().dtype(at::kLong)) % 2;
+    return ddpm::classifier_apply(*c, x, false).argmax(1).eq(labels).to(at::kDouble).mean().item<double>();
+  };
+  auto cfg = run("fid -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 6 --steps 3 --guidance 2 -o " + d +
+                 "/cfg.npy");
+  ASSERT_EQ(cfg.code, 0) << cfg.output;
+  EXPECT_EQ(ddpm::read_npy(d + "/cfg.npy").sizes(), (std::vector<int64_t>{6, 1, 8, 8}));
+  EXPECT_NEAR(nlohmann::json::parse(cfg.output)["accuracy"].get<double>(), accuracy_of(d + "/cfg.npy"), 1e-12);
+  // Classifier guidance of the unconditional mode: at scale 0 the samples are the model's at its null label, as
+  // `ddpm sample` draws them; at scale 5 the classifier moves them.
+  auto nc = run("classifier train -q --noisy --data folder:" + d + "/data --test folder:" + d + "/data --like " + d +
+                "/run/checkpoint.safetensors --steps 4 --batch 4 --width 8 --channel-mult 1,2 -o " + d + "/nc.safetensors");
+  ASSERT_EQ(nc.code, 0) << nc.output;
+  const std::string guide = "fid -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 6 --steps 3 --guide " + d +
+                            "/nc.safetensors ";
+  auto g0 = run(guide + "--classifier-scale 0 -o " + d + "/g0.npy");
+  auto g5 = run(guide + "--classifier-scale 5 -o " + d + "/g5.npy");
+  ASSERT_EQ(g0.code, 0) << g0.output;
+  ASSERT_EQ(g5.code, 0) << g5.output;
+  ASSERT_EQ(run("sample -q -m " + d + "/run/checkpoint.safetensors --sampler ddim --steps 3 -n 6 --class 0 --classifier " +
+                d + "/nc.safetensors --classifier-scale 0 -o " + d + "/null.npy").code, 0);
+  EXPECT_LT(ddpm::test::max_abs_diff(ddpm::read_npy(d + "/g0.npy"), ddpm::read_npy(d + "/null.npy")), 1e-6);
+  EXPECT_GT(ddpm::test::max_abs_diff(ddpm::read_npy(d + "/g5.npy"), ddpm::read_npy(d + "/g0.npy")), 1e-3);
+  EXPECT_NEAR(nlohmann::json::parse(g5.output)["accuracy"].get<double>(), accuracy_of(d + "/g5.npy"), 1e-12);
+  EXPECT_EQ(nlohmann::json::parse(g5.output)["classifier_scale"].get<double>(), 5.0);
+  expect_one_line_error(guide + "--guidance 1", "not both");
+  expect_one_line_error("fid" + cls + "-m " + d + "/run/checkpoint.safetensors --classifier-scale 2", "--guide");
   auto is = run("is -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 6 --steps 3 --splits 2 --ref-cache " +
                 d + "/ref.safetensors");
   ASSERT_EQ(is.code, 0) << is.output;

@@ -117,21 +117,7 @@ uint64_t GenerationRequest::memory(const Model& model) const {
   return total >= 1.8e19L ? std::numeric_limits<uint64_t>::max() : static_cast<uint64_t>(total);
 }
 
-at::Tensor generate(const Model& model, const GenerationRequest& r, const GenerationCallbacks& cb) {
-  validate_generation(model, r);
-  const int64_t n = r.count(model), B = r.batch_size(model);
-  require_memory(r.memory(model),
-                 "generating " + std::to_string(n) + (n == 1 ? " item" : " items") + " in batches of " + std::to_string(B),
-                 B > 1 ? "give a smaller batch, or fewer items" : "give fewer items", B > 1 ? "batch" : "num");
-  SampleOptions opts;
-  opts.clip_denoised = r.clip.value_or(model.is_image());
-  const int64_t classes = r.classifier ? r.classifier_classes : model.num_classes;
-  at::Tensor labels;
-  if (r.per_class) {
-    labels = at::arange(classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(r.num);
-  } else if (r.klass) {
-    labels = at::full({n}, *r.klass, at::TensorOptions().dtype(at::kLong));
-  }
+Denoiser request_denoiser(const Model& model, const GenerationRequest& r, SampleOptions& opts) {
   Denoiser denoiser = r.guidance != 0.0 ? model.guided(r.guidance) : model.denoiser;
   if (r.classifier) {
     std::optional<int64_t> null;
@@ -149,6 +135,25 @@ at::Tensor generate(const Model& model, const GenerationRequest& r, const Genera
                                      learns_variance(model.diffusion.var_type), null);
     }
   }
+  return denoiser;
+}
+
+at::Tensor generate(const Model& model, const GenerationRequest& r, const GenerationCallbacks& cb) {
+  validate_generation(model, r);
+  const int64_t n = r.count(model), B = r.batch_size(model);
+  require_memory(r.memory(model),
+                 "generating " + std::to_string(n) + (n == 1 ? " item" : " items") + " in batches of " + std::to_string(B),
+                 B > 1 ? "give a smaller batch, or fewer items" : "give fewer items", B > 1 ? "batch" : "num");
+  SampleOptions opts;
+  opts.clip_denoised = r.clip.value_or(model.is_image());
+  const int64_t classes = r.classifier ? r.classifier_classes : model.num_classes;
+  at::Tensor labels;
+  if (r.per_class) {
+    labels = at::arange(classes, at::TensorOptions().dtype(at::kLong)).repeat_interleave(r.num);
+  } else if (r.klass) {
+    labels = at::full({n}, *r.klass, at::TensorOptions().dtype(at::kLong));
+  }
+  Denoiser denoiser = request_denoiser(model, r, opts);
   if (cb.cancel) {
     const std::atomic<bool>* flag = cb.cancel;
     denoiser = [flag, inner = std::move(denoiser)](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {

@@ -21,6 +21,7 @@
 #include "ddpm/store/classifier.h"
 #include "ddpm/models/inception.h"
 #include "ddpm/sampler_registry.h"
+#include "ddpm/serve/generation.h"
 
 namespace ddpm::cli {
 namespace {
@@ -36,41 +37,54 @@ struct FeatureNet {
 
 struct QualityArgs {
   std::string inception, classifier, model, samples, ref = "fashion-mnist", ref_cache, sampler = "ddim", steps_list, plot, csv;
+  std::string guide;  ///< a noise-aware classifier guiding the model's unconditional mode
+  std::string out_npy;  ///< where to write the scored samples
   std::optional<int64_t> steps;
   int64_t num = 10000, batch = 250, splits = 10;
-  double eta = 0.0, guidance = 0.0;
+  double eta = 0.0, guidance = 0.0, classifier_scale = 1.0;
   uint64_t seed = 0;
   bool json = false;
   DiffusionFlags diffusion;
 };
 
-/// Images from a model (generated), a .npy file, or an image data set.
+/// Images from a model (generated), with their classes balanced (item i of class i mod K) when the model is
+/// class-conditional or a classifier guides it; `labels` gets those classes (undefined when there are none).
 at::Tensor generate(const QualityArgs& a, const Model& h, const std::string& name, int64_t steps,
-                    Progress* bar, int64_t* done) {
+                    Progress* bar, int64_t* done, at::Tensor* labels = nullptr) {
   if (!h.is_image()) throw InvalidArgument("FID and IS need an image model");
-  SamplerSpec sampler;
-  sampler.name = name;
-  sampler.eta = a.eta;
-  sampler.steps = steps;
-  sampler.require_one_of({"ddpm", "ddim", "dpm++"});
-  sampler.validate();
-  auto d = sampler.process(h.diffusion);
-  const Denoiser model = h.guided(a.guidance);
+  GenerationRequest r;
+  r.sampler.name = name;
+  r.sampler.eta = a.eta;
+  r.sampler.steps = steps;
+  r.sampler.require_one_of({"ddpm", "ddim", "dpm++"});
+  r.sampler.validate();
+  r.guidance = a.guidance;
+  attach_classifier(r, a.guide, a.classifier_scale, h);
+  if (r.classifier && a.guidance != 0.0) throw InvalidArgument("give --guidance or --guide, not both");
+  if (!r.classifier && a.classifier_scale != 1.0) throw InvalidArgument("--classifier-scale needs --guide CLASSIFIER");
+  const int64_t classes = r.classifier ? r.classifier_classes : h.num_classes;
+  if (a.guidance != 0.0 && classes == 0) throw InvalidArgument("--guidance needs a class-conditional model");
+  auto d = r.sampler.process(h.diffusion);
+  SampleOptions base;
+  base.clip_denoised = true;
+  const Denoiser model = request_denoiser(h, r, base);
   auto gen = compat::make_cpu_generator(a.seed);
-  std::vector<at::Tensor> parts;
+  std::vector<at::Tensor> parts, ys;
   for (int64_t i = 0; i < a.num; i += a.batch) {
     const int64_t n = std::min(a.batch, a.num - i);
     auto x_T = at::randn(h.batch_shape(n), gen);
-    SampleOptions o;
-    o.clip_denoised = true;
-    if (h.num_classes > 0)  // balanced classes
-      o.y = (at::arange(i, i + n, at::TensorOptions().dtype(at::kLong)) % h.num_classes);
-    const int64_t base = *done;
-    o.progress = [&](int64_t s, int64_t) { bar->update(base + s); };
-    auto x = run_sampler(sampler, d, model, x_T, gen, o);
+    SampleOptions o = base;
+    if (classes > 0) {  // balanced classes
+      o.y = (at::arange(i, i + n, at::TensorOptions().dtype(at::kLong)) % classes);
+      ys.push_back(o.y);
+    }
+    const int64_t b0 = *done;
+    o.progress = [&](int64_t s, int64_t) { bar->update(b0 + s); };
+    auto x = run_sampler(r.sampler, d, model, x_T, gen, o);
     *done += steps;
     parts.push_back(x.clamp(-1, 1));
   }
+  if (labels) *labels = ys.empty() ? at::Tensor() : at::cat(ys);
   return at::cat(parts);
 }
 
@@ -145,23 +159,30 @@ FeatureStats reference_stats(const QualityArgs& a, FeatureNet& c) {
 struct Scores {
   double fid, is_mean, is_std;
   int64_t count;
+  std::optional<double> accuracy;  ///< the feature classifier's agreement with the classes asked for
 };
 
-Scores score(const QualityArgs& a, FeatureNet& c, const FeatureStats& ref, const at::Tensor& x) {
+Scores score(const QualityArgs& a, FeatureNet& c, const FeatureStats& ref, const at::Tensor& x,
+             const at::Tensor& labels = {}) {
   c.check(x, "the samples");
   auto feats = c.features(x);
   auto probs = c.probs(x);
   auto [m, sd] = inception_score(probs, std::min<int64_t>(a.splits, x.size(0)));
-  return {frechet_distance(feature_stats(feats), ref), m, sd, x.size(0)};
+  Scores s{frechet_distance(feature_stats(feats), ref), m, sd, x.size(0), std::nullopt};
+  // Only the project's classifier names the same classes as the model (Inception's 1008 are ImageNet's).
+  if (labels.defined() && !a.classifier.empty() && labels.max().item<int64_t>() < c.num_classes)
+    s.accuracy = probs.argmax(1).eq(labels).to(at::kDouble).mean().item<double>();
+  return s;
 }
 
 void run_quality(QualityArgs& a, const std::string& what) {
   check_writable(a.ref_cache);
+  check_writable(a.out_npy);
   if (a.num < 2) throw InvalidArgument("--num must be at least 2");
   if (a.model.empty() == a.samples.empty()) throw InvalidArgument("give --model (generate) or --samples (score images), one of them");
   auto cls = load_feature_net(a);
   auto ref = reference_stats(a, cls);
-  at::Tensor x;
+  at::Tensor x, labels;
   std::string source;
   double seconds = 0;
   int64_t steps = 0;
@@ -174,21 +195,31 @@ void run_quality(QualityArgs& a, const std::string& what) {
     Progress bar("generate " + a.sampler + " " + std::to_string(steps) + " steps", (a.num + a.batch - 1) / a.batch * steps);
     int64_t done = 0;
     auto t0 = std::chrono::steady_clock::now();
-    x = generate(a, h, a.sampler, steps, &bar, &done);
+    x = generate(a, h, a.sampler, steps, &bar, &done, &labels);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     bar.finish();
     char eta[32] = "";
     if (a.sampler == "ddim" && a.eta != 0) std::snprintf(eta, sizeof eta, ", eta %g", a.eta);
-    source = a.model + " (" + a.sampler + eta + ", " + std::to_string(steps) + " steps" +
+    char guide[96] = "";
+    if (a.guidance != 0) std::snprintf(guide, sizeof guide, ", guidance w %g", a.guidance);
+    if (!a.guide.empty()) std::snprintf(guide, sizeof guide, ", classifier scale %g", a.classifier_scale);
+    source = a.model + " (" + a.sampler + eta + ", " + std::to_string(steps) + " steps" + guide +
              (global_options().attention == "bf16" ? ", bf16 attention" : "") + ")";
   } else {
     x = load_images(a.samples, a.num);
     source = a.samples;
   }
-  auto s = score(a, cls, ref, x);
+  if (!a.out_npy.empty()) write_npy(a.out_npy, x);
+  auto s = score(a, cls, ref, x, labels);
   nlohmann::json j = {{"fid", s.fid},      {"is", s.is_mean},     {"is_std", s.is_std}, {"count", s.count},
                       {"reference", a.ref}, {"ref_count", ref.count}, {"source", source}, {"features", cls.name}};
   if (seconds > 0) j["seconds"] = seconds;
+  if (s.accuracy) j["accuracy"] = *s.accuracy;
+  if (!a.guide.empty()) {
+    j["guide"] = a.guide;
+    j["classifier_scale"] = a.classifier_scale;
+  }
+  if (a.guidance != 0) j["guidance"] = a.guidance;
   if (a.json) {
     std::cout << j.dump() << "\n";
   } else if (what == "is") {
@@ -196,8 +227,10 @@ void run_quality(QualityArgs& a, const std::string& what) {
                 static_cast<long long>(s.count), source.c_str(), static_cast<long long>(a.splits),
                 static_cast<long long>(cls.num_classes));
   } else {
-    std::printf("FID %.4f against %s (%lld images of %s; IS %.3f ± %.3f)\n", s.fid, a.ref.c_str(),
+    std::printf("FID %.4f against %s (%lld images of %s; IS %.3f ± %.3f", s.fid, a.ref.c_str(),
                 static_cast<long long>(s.count), source.c_str(), s.is_mean, s.is_std);
+    if (s.accuracy) std::printf("; class accuracy %.4f", *s.accuracy);
+    std::printf(")\n");
   }
 }
 
@@ -271,6 +304,10 @@ void add_common(CLI::App* c, QualityArgs& a) {
   c->add_option("--batch", a.batch, "images generated at once")->capture_default_str();
   c->add_option("--eta", a.eta, "DDIM η")->capture_default_str();
   c->add_option("--guidance,-w", a.guidance, "classifier-free guidance weight w (classes are balanced)")->capture_default_str();
+  c->add_option("--guide", a.guide,
+                "guide the model's unconditional mode with this noise-aware classifier (ddpm classifier train --noisy); "
+                "classes are balanced and the class accuracy of the samples is reported");
+  c->add_option("--classifier-scale", a.classifier_scale, "classifier guidance scale s (with --guide)")->capture_default_str();
   c->add_option("--seed", a.seed, "seed of the samples")->capture_default_str();
   c->add_option("--splits", a.splits, "IS splits")->capture_default_str();
   c->add_flag("--json", a.json, "print JSON");
@@ -287,6 +324,7 @@ void register_quality(CLI::App& app) {
     c->add_option("--samples", a->samples, "score these images instead: .npy [N, C, H, W] in [-1, 1], or a data spec");
     c->add_option("--sampler", a->sampler, "ddpm, ddim or dpm++")->capture_default_str();
     c->add_option("--steps", a->steps, "sampling steps [T for ddpm, 50 for ddim, 20 for dpm++]");
+    c->add_option("--out-npy,-o", a->out_npy, "also write the scored images to this .npy");
     c->callback([a, what] { run_quality(*a, what); });
   }
   auto a = std::make_shared<QualityArgs>();

@@ -80,6 +80,12 @@ void validate_generation(const Model& model, const GenerationRequest& request);
 /// (field "batch", or "num" for batches of one) when request.memory(model) exceeds the memory available.
 at::Tensor generate(const Model& model, const GenerationRequest& request, const GenerationCallbacks& callbacks = {});
 
+/// The denoiser the request's guidance asks for: the model's own, classifier-free guided (guidance w), or — with a
+/// classifier — the model at its null label guided by the classifier's gradient: through the score for DDIM and
+/// DPM-Solver++ (Algorithm 2), or, for "ddpm", plain with the mean shift of Algorithm 1 set in `opts.mean_guidance`.
+/// The labels in SampleOptions::y are then the classes to guide towards. generate() uses it; `ddpm fid` too.
+Denoiser request_denoiser(const Model& model, const GenerationRequest& request, SampleOptions& opts);
+
 /// The `ddpm sample` command line (`ddpm edit` for an edit, `ddpm inpaint` with a mask) that generates the same
 /// items from `model_path` and writes them as PNGs into `png_dir`. `threads` is part of it: results are reproducible
 /// at a fixed thread count. Edits name their images by image_spec (repeated for each item) and mask_spec.
