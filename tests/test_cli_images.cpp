@@ -137,6 +137,20 @@ TEST(Cli, ImagesTrainSampleAndEvaluateEndToEnd) {
   auto nc = run("classifier train -q --noisy --data folder:" + d + "/data --test folder:" + d + "/data --like " + d +
                 "/run/checkpoint.safetensors --steps 4 --batch 4 --width 8 --channel-mult 1,2 -o " + d + "/nc.safetensors");
   ASSERT_EQ(nc.code, 0) << nc.output;
+  // `ddpm info` describes both kinds of classifier, with their parameter counts.
+  auto count = [](torch::nn::Module& m) {
+    int64_t n = 0;
+    for (const auto& p : m.parameters()) n += p.numel();
+    return n;
+  };
+  auto ci = run("info --json " + d + "/cls.safetensors"), ni = run("info --json " + d + "/nc.safetensors");
+  ASSERT_EQ(ci.code, 0) << ci.output;
+  ASSERT_EQ(ni.code, 0) << ni.output;
+  EXPECT_EQ(nlohmann::json::parse(ci.output)["parameters"].get<int64_t>(), count(*ddpm::load_classifier(d + "/cls.safetensors")));
+  EXPECT_EQ(nlohmann::json::parse(ni.output)["parameters"].get<int64_t>(),
+            count(*ddpm::load_noisy_classifier(d + "/nc.safetensors").net));
+  EXPECT_NE(nlohmann::json::parse(ni.output)["kind"].get<std::string>().find("noise-aware"), std::string::npos);
+  expect_one_line_error("info " + d + "/nc.safetensors --strip " + d + "/x.safetensors", "is a classifier");
   const std::string guide = "fid -q --json" + cls + "-m " + d + "/run/checkpoint.safetensors -n 6 --steps 3 --guide " + d +
                             "/nc.safetensors ";
   auto g0 = run(guide + "--classifier-scale 0 -o " + d + "/g0.npy");

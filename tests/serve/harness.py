@@ -16,7 +16,7 @@ SHIPPED = os.environ.get("DDPM_MODELS", "models")
 def make_models(root):
     """A models folder: two tiny U-Nets trained for 3 steps ('cond' with classes, 'uncond'), a noisy classifier
     for both ('guide') and the shipped Fashion-MNIST model ('fashion-mnist'), whose steps take long enough to watch
-    and to cancel."""
+    and to cancel, with its noise-aware classifier ('fashion-mnist-noisy-classifier') when it is there."""
     net = ["--data", "fashion-mnist", "--data-size", "64", "--steps", "3", "--batch", "4", "--sample-every", "0",
            "--channels", "8", "--channel-mult", "1,2", "--attention", "16", "--res-blocks", "1", "--groups", "4",
            "--timesteps", "100"]
@@ -31,6 +31,9 @@ def make_models(root):
                     os.path.join(models, "cond.safetensors"), "--steps", "3", "--batch", "4", "--width", "8",
                     "--channel-mult", "1,2", "--test", "", "-o", os.path.join(models, "guide.safetensors")], check=True)
     shutil.copy(os.path.join(SHIPPED, "fashion-mnist.safetensors"), models)
+    noisy = os.path.join(SHIPPED, "fashion-mnist-noisy-classifier.safetensors")
+    if os.path.exists(noisy):  # the shipped model's own noise-aware classifier
+        shutil.copy(noisy, models)
     return models
 
 

@@ -4,6 +4,7 @@ rising to done with no console errors or exceptions, a screenshot is saved (and 
 stops a long run, as the API confirms. Exits 77 (skipped) when Chromium is not installed.
 Run: DDPM_CLI=build/ddpm DDPM_MODELS=models DDPM_SCREENSHOT=serve.png /usr/bin/python3 tests/serve/test_browser.py"""
 import base64
+import gzip
 import json
 import os
 import shutil
@@ -105,6 +106,15 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+def write_grey_png(path, pixels, side=28):
+    """An 8-bit grey PNG of side × side pixels (row-major bytes), written with zlib alone."""
+    rows = b"".join(b"\0" + pixels[y * side:(y + 1) * side] for y in range(side))
+    chunk = lambda kind, data: len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])) +
+                chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def png_is_blank(png):
     """True if every pixel byte of an 8-bit PNG is equal (decoded with zlib: rows of filter byte + pixels)."""
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -151,6 +161,29 @@ class Page(unittest.TestCase):
         raise AssertionError("timed out waiting for %s (state %s)" % (
             expression, self.b.evaluate("document.body.dataset.state + ' ' + document.getElementById('status').textContent")))
 
+    def generate_and_wait(self):
+        """Clicks Generate, waits for the run to end, asserts it is done; returns the command line the page shows."""
+        self.b.evaluate("document.getElementById('generate').click()")
+        self.wait_for("['done', 'error', 'cancelled'].includes(document.body.dataset.state)", timeout=120)
+        self.assertEqual(self.b.evaluate("document.body.dataset.state"), "done",
+                         self.b.evaluate("document.getElementById('status').textContent"))
+        return self.b.evaluate("document.getElementById('cli').textContent")
+
+    def save_screenshot(self, variable, name):
+        """The page as a PNG (not blank) at $variable, or `name` in the test's folder."""
+        shot = base64.b64decode(self.b.call("Page.captureScreenshot", session=True, format="png")["data"])
+        self.assertFalse(png_is_blank(shot))
+        path = os.environ.get(variable, os.path.join(self.root, name))
+        with open(path, "wb") as f:
+            f.write(shot)
+        print("screenshot: " + path, file=sys.stderr)
+
+    def choose_file(self, path):
+        """Picks `path` in the page's file input, as a user would."""
+        root = self.b.call("DOM.getDocument", session=True)["root"]["nodeId"]
+        node = self.b.call("DOM.querySelector", session=True, nodeId=root, selector="#image")["nodeId"]
+        self.b.call("DOM.setFileInputFiles", session=True, nodeId=node, files=[path])
+
     def open(self, query):
         url = "http://127.0.0.1:%d/?%s" % (self.s.port, query)
         self.b.call("Page.navigate", session=True, url=url)
@@ -181,12 +214,7 @@ class Page(unittest.TestCase):
         self.assertIn("--per-class -n 1 --seed 1", cli)
         self.assertIn("steps=25", self.b.evaluate("location.search"))
         self.assertEqual(self.b.errors(), [])
-        shot = base64.b64decode(self.b.call("Page.captureScreenshot", session=True, format="png")["data"])
-        self.assertFalse(png_is_blank(shot))
-        path = os.environ.get("DDPM_SCREENSHOT", os.path.join(self.root, "serve.png"))
-        with open(path, "wb") as f:
-            f.write(shot)
-        print("screenshot: " + path, file=sys.stderr)
+        self.save_screenshot("DDPM_SCREENSHOT", "serve.png")
 
     def test_2_cancel_mid_run(self):
         self.open("model=fashion-mnist&class=3&sampler=ddpm&steps=1000&seed=2&batch=2&autorun=1")
@@ -212,27 +240,16 @@ class Page(unittest.TestCase):
     def test_4_inpaint_an_uploaded_image_with_classifier_guidance(self):
         # A 28×28 grey PNG (a bright square on black) chosen in the file input as a user would.
         path = os.path.join(self.root, "upload.png")
-        rows = b"".join(b"\0" + bytes(200 if 6 <= x < 22 and 6 <= y < 22 else 0 for x in range(28)) for y in range(28))
-        chunk = lambda kind, data: (len(data).to_bytes(4, "big") + kind + data +
-                                    zlib.crc32(kind + data).to_bytes(4, "big"))
-        with open(path, "wb") as f:
-            f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", (28).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])) +
-                    chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+        write_grey_png(path, bytes(200 if 6 <= x < 22 and 6 <= y < 22 else 0 for y in range(28) for x in range(28)))
         self.open("model=uncond&classifier=guide&classifier_scale=3&mode=inpaint&region=left&resample=2&steps=5&seed=4&batch=2")
         self.assertFalse(self.b.evaluate("document.getElementById('classifier-label').hidden"))
         self.assertTrue(self.b.evaluate("document.getElementById('sampler').disabled"))  # RePaint runs DDPM
         self.assertEqual(self.b.evaluate("document.getElementById('class').options.length"), 10)
         self.b.evaluate("document.getElementById('class').value = '7'")
-        root = self.b.call("DOM.getDocument", session=True)["root"]["nodeId"]
-        node = self.b.call("DOM.querySelector", session=True, nodeId=root, selector="#image")["nodeId"]
-        self.b.call("DOM.setFileInputFiles", session=True, nodeId=node, files=[path])
+        self.choose_file(path)
         self.wait_for("!document.getElementById('input-section').hidden")
         self.assertEqual(self.b.evaluate("document.getElementById('input-canvas').width"), 32)
-        self.b.evaluate("document.getElementById('generate').click()")
-        self.wait_for("['done', 'error', 'cancelled'].includes(document.body.dataset.state)", timeout=120)
-        self.assertEqual(self.b.evaluate("document.body.dataset.state"), "done",
-                         self.b.evaluate("document.getElementById('status').textContent"))
-        cli = self.b.evaluate("document.getElementById('cli').textContent")
+        cli = self.generate_and_wait()
         for part in (" inpaint ", "--region left --jump 10 --resample 2", "--class 7", "--classifier-scale 3", "--seed 4"):
             self.assertIn(part, cli)
         job = self.b.evaluate("document.body.dataset.job")
@@ -250,6 +267,28 @@ class Page(unittest.TestCase):
                          self.b.evaluate("document.getElementById('status').textContent"))
         self.assertIn(" edit ", self.b.evaluate("document.getElementById('cli').textContent"))
         self.assertEqual(self.b.errors(), [])
+
+    def test_5_redraw_a_test_image_with_the_shipped_model_and_its_classifier(self):
+        # Test image 9 of Fashion-MNIST (a sneaker), redrawn by SDEdit at strength 0.6 and guided towards class 9
+        # (ankle boot) by the shipped noise-aware classifier; the page is saved as the editor's screenshot.
+        if not os.path.exists(os.path.join(self.models, "fashion-mnist-noisy-classifier.safetensors")):
+            self.skipTest("the shipped noise-aware classifier is not in " + harness.SHIPPED)
+        with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
+            f.read(16 + 9 * 28 * 28)
+            pixels = f.read(28 * 28)
+        path = os.path.join(self.root, "sneaker.png")
+        write_grey_png(path, pixels)
+        self.open("model=fashion-mnist&classifier=fashion-mnist-noisy-classifier&classifier_scale=5&mode=edit"
+                  "&strength=0.6&sampler=ddim&steps=25&eta=0&seed=5&batch=4")
+        self.assertFalse(self.b.evaluate("document.getElementById('classifier-label').hidden"))
+        self.b.evaluate("document.getElementById('class').value = '9'")
+        self.choose_file(path)
+        self.wait_for("!document.getElementById('input-section').hidden")
+        cli = self.generate_and_wait()
+        for part in (" edit ", "--strength 0.6", "--class 9", "--classifier-scale 5", "--seed 5"):
+            self.assertIn(part, cli)
+        self.assertEqual(self.b.errors(), [])
+        self.save_screenshot("DDPM_EDITOR_SCREENSHOT", "serve_editor.png")
 
 
 if __name__ == "__main__":

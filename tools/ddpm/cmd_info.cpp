@@ -1,27 +1,104 @@
 // ddpm info: the model card of a checkpoint.
+#include <cstdio>
 #include <iostream>
 
 #include "commands.h"
 #include "common.h"
 #include "ddpm/errors.h"
 #include "ddpm/io/file.h"
+#include "ddpm/io/safetensors.h"
+#include "ddpm/models/classifier.h"
+#include "ddpm/models/noisy_classifier.h"
 #include "ddpm/store/checkpoint.h"
+#include "ddpm/store/classifier.h"
 #include "ddpm/models/torchscript.h"
 
 namespace ddpm::cli {
+namespace {
+
+int64_t parameter_count(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+/// The card of a classifier file (`ddpm classifier train`, with or without --noisy); false when `path` is neither.
+bool print_classifier_card(const std::string& path, bool json, bool strip) {
+  // The network entry of the metadata names the kind; a damaged file of a known kind reports its own fault.
+  std::string type;
+  {
+    const auto st = load_safetensors(path);
+    const auto it = st.metadata.find("network");
+    if (it == st.metadata.end()) return false;
+    const auto net = nlohmann::json::parse(it->second, nullptr, false);
+    if (!net.is_object() || !net.contains("type") || !net["type"].is_string()) return false;
+    type = net["type"].get<std::string>();
+  }
+  nlohmann::json card;
+  std::string kind;
+  if (type == "noisy_classifier") {
+    auto c = load_noisy_classifier(path);
+    card = c.meta;
+    card["parameters"] = parameter_count(*c.net);
+    kind = "noise-aware classifier p(y | x_t, t), for classifier guidance";
+  } else if (type == "classifier") {
+    nlohmann::json meta;
+    auto c = load_classifier(path, &meta);
+    card = meta;
+    card["parameters"] = parameter_count(*c);
+    kind = "classifier p(y | x), the feature network of FID and IS";
+  } else {
+    return false;
+  }
+  if (strip) throw InvalidArgument("--strip applies to model checkpoints; '" + path + "' is a classifier");
+  card["kind"] = kind;
+  if (json) {
+    std::cout << card.dump() << "\n";
+    return true;
+  }
+  std::cout << "classifier  " << path << "\n"
+            << "kind        " << kind << "\n"
+            << "network     " << card.value("network", nlohmann::json()).dump() << "\n"
+            << "parameters  " << card["parameters"].dump() << "\n";
+  if (card.contains("diffusion")) std::cout << "diffusion   " << card["diffusion"].dump() << "\n";
+  std::cout << "training    " << card.value("train", nlohmann::json()).dump() << "\n"
+            << "data        " << card.value("data", nlohmann::json()).dump() << "\n";
+  char line[96];
+  if (card.contains("test_accuracy") && card["test_accuracy"].is_number()) {
+    std::snprintf(line, sizeof line, "%.4f", card["test_accuracy"].get<double>());
+    std::cout << "accuracy    " << line << " on " << card.value("test", nlohmann::json()).dump()
+              << (card.contains("accuracy_by_band") ? " (t uniform)" : "") << "\n";
+  }
+  for (const auto& b : card.value("accuracy_by_band", nlohmann::json::array())) {
+    if (!b.is_object()) continue;
+    std::snprintf(line, sizeof line, "  t %4lld-%-4lld %.4f", static_cast<long long>(b.value("t_begin", int64_t{0})),
+                  static_cast<long long>(b.value("t_end", int64_t{0}) - 1), b.value("accuracy", 0.0));
+    std::cout << line << "\n";
+  }
+  std::cout << "command     " << card.value("command", nlohmann::json("")).get<std::string>() << "\n";
+  return true;
+}
+
+}  // namespace
 
 void register_info(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  auto* c = app.add_subcommand("info", "show a checkpoint's configuration, size, data and training command");
-  c->add_option("checkpoint", *path, "CHECKPOINT.safetensors")->required();
+  auto* c = app.add_subcommand("info", "show a checkpoint's (or a classifier's) configuration, size, data and training command");
+  c->add_option("checkpoint", *path, "CHECKPOINT.safetensors, or a classifier from ddpm classifier train")->required();
   c->add_flag("--json", *json, "print the metadata as JSON");
   auto strip = std::make_shared<std::string>();
   c->add_option("--strip", *strip, "write a copy holding only the EMA weights and the model card (a shippable model)");
   auto raw = std::make_shared<bool>(false);
   c->add_flag("--raw", *raw, "with --strip: the raw (non-EMA) weights of a training checkpoint instead");
   c->callback([path, json, strip, raw] {
-    auto m = load_model(*path);
+    LoadedModel m;
+    try {
+      m = load_model(*path);
+    } catch (const FormatError&) {
+      if (print_classifier_card(*path, *json, !strip->empty())) return;
+      throw;
+    }
     if (*raw && strip->empty()) throw InvalidArgument("--raw needs --strip OUT");
     if (!strip->empty()) {
       save_model_only(*path, *strip, *raw);
