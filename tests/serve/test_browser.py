@@ -178,6 +178,10 @@ class Page(unittest.TestCase):
             f.write(shot)
         print("screenshot: " + path, file=sys.stderr)
 
+    def shown(self, element_id):
+        """Whether the element is displayed (not just not [hidden]: a stylesheet can override that)."""
+        return self.b.evaluate("getComputedStyle(document.getElementById('%s')).display !== 'none'" % element_id)
+
     def choose_file(self, path):
         """Picks `path` in the page's file input, as a user would."""
         root = self.b.call("DOM.getDocument", session=True)["root"]["nodeId"]
@@ -249,6 +253,8 @@ class Page(unittest.TestCase):
         self.choose_file(path)
         self.wait_for("!document.getElementById('input-section').hidden")
         self.assertEqual(self.b.evaluate("document.getElementById('input-canvas').width"), 32)
+        self.assertTrue(self.shown("region-label") and self.shown("resample-label"))
+        self.assertFalse(self.shown("strength-label"))  # SDEdit's, not RePaint's
         cli = self.generate_and_wait()
         for part in (" inpaint ", "--region left --jump 10 --resample 2", "--class 7", "--classifier-scale 3", "--seed 4"):
             self.assertIn(part, cli)
@@ -284,6 +290,8 @@ class Page(unittest.TestCase):
         self.b.evaluate("document.getElementById('class').value = '9'")
         self.choose_file(path)
         self.wait_for("!document.getElementById('input-section').hidden")
+        self.assertTrue(self.shown("strength-label"))
+        self.assertFalse(self.shown("region-label") or self.shown("resample-label"))  # RePaint's, not SDEdit's
         cli = self.generate_and_wait()
         for part in (" edit ", "--strength 0.6", "--class 9", "--classifier-scale 5", "--seed 5"):
             self.assertIn(part, cli)

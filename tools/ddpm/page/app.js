@@ -115,6 +115,8 @@ function drawInput() {
     ctx.putImageData(px, 0, 0);
   }
   state.imageUrl = canvas.toDataURL("image/png");
+  $("input-caption").textContent = "your image, as the model sees it" +
+      ($("mode").value === "inpaint" ? " (the part to fill in is dimmed)" : "");
   canvas.style.width = w * Math.max(1, Math.floor(160 / w)) + "px";
   if ($("mode").value === "inpaint") {
     // Dim the part RePaint will fill in (the request sends the undimmed image and the region's name).
