@@ -19,7 +19,7 @@ ref=${REF_CACHE:-/tmp/ref-train.safetensors}
 threads=${THREADS:-2}
 run=("$ddpm" --threads "$threads")
 for s in ${SCALES:-0 1 2 5 10}; do
-  for method in classifier free; do
+  for method in classifier classifier-free; do
     if [ "$method" = classifier ]; then flags=(--guide "$guide" --classifier-scale "$s"); else flags=(--guidance "$s"); fi
     echo "guidance_sweep: $method guidance, scale $s, $n samples" >&2
     j=$("${run[@]}" fid -q --json -c "$clf" -m "$model" --sampler ddim --steps 50 -n "$n" --seed 0 --ref-cache "$ref" \
