@@ -186,6 +186,8 @@ TEST(Resources, AnImageSetTooLargeForTheMachineIsRefusedBeforeItIsDecoded) {
     }
   }
   MemoryLimit limit("1M");
-  EXPECT_EQ(load_training_data(DataSource{"folder:" + dir.string()}).x.size(0), 3);
+  DataSource source;
+  source.spec = "folder:" + dir.string();
+  EXPECT_EQ(load_training_data(source).x.size(0), 3);
   std::filesystem::remove_all(dir);
 }
